@@ -5,20 +5,20 @@
 # %% auto #0
 __all__ = ['scale_features', 'ScaleSAE', 'frequency_energy']
 
-# %% ../nbs/04_feature_scaling.ipynb #7eac7e16
+# %% ../nbs/04_feature_scaling.ipynb #1faa3fa6
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .moe import MultiExpertSAE
 
-# %% ../nbs/04_feature_scaling.ipynb #5a465806
+# %% ../nbs/04_feature_scaling.ipynb #65043d1b
 def scale_features(W, A, omega):
     "Feature scaling of stacked expert encoders `W` (E, m, d): L + (1 + ω)·H with L = A·mean row, H = W − L."
     low = F.linear(W.mean(1), A)  # (E, d): A μ_i, with torch Linear semantics μ Aᵀ as in the reference code
     high = W - low[:, None]
     return low[:, None] + (1 + omega)[:, None, None] * high
 
-# %% ../nbs/04_feature_scaling.ipynb #40cacd97
+# %% ../nbs/04_feature_scaling.ipynb #3d17ab13
 class ScaleSAE(MultiExpertSAE):
     "Scale SAE: multiple expert activation plus feature scaling of each expert's encoder."
     def __init__(self, d_in, d_sae, k, n_experts, e=2, gate='softmax', scaling=True, freeze_omega=False,
@@ -48,7 +48,7 @@ class ScaleSAE(MultiExpertSAE):
             sae.omega.copy_(state_dict['omega']); sae.A.copy_(state_dict['lp_transform_encoder.weight'])
         return sae
 
-# %% ../nbs/04_feature_scaling.ipynb #55dd96fe
+# %% ../nbs/04_feature_scaling.ipynb #97e31b1f
 @torch.no_grad()
 def frequency_energy(sae):
     "Per-expert (low, high) energy of the applied encoder Ŵ_i: m·‖mean row‖² and the squared deviations from it."

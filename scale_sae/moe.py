@@ -5,19 +5,19 @@
 # %% auto #0
 __all__ = ['dispatch_padded', 'MultiExpertSAE']
 
-# %% ../nbs/03_multi_expert.ipynb #9aea0ee7
+# %% ../nbs/03_multi_expert.ipynb #3d157641
 import time
 import torch
 import torch.nn.functional as F
 from .switch import GATES, DISPATCH, RoutedSAE
 
-# %% ../nbs/03_multi_expert.ipynb #a7aa3953
+# %% ../nbs/03_multi_expert.ipynb #e131091c
 GATES.update(
     softmax=lambda top_probs: top_probs.softmax(-1),  # the reference code: softmax of probabilities, not logits
     renorm=lambda top_probs: top_probs / top_probs.sum(-1, keepdim=True),
 )
 
-# %% ../nbs/03_multi_expert.ipynb #8aa25009
+# %% ../nbs/03_multi_expert.ipynb #3ca8f4d3
 def dispatch_padded(x, W, b, experts):
     "Pre-activations (N, e, m) of the chosen `experts`, as one batched matmul over groups padded to equal size."
     n_tokens, e = experts.shape
@@ -36,7 +36,7 @@ def dispatch_padded(x, W, b, experts):
 
 DISPATCH['padded'] = dispatch_padded
 
-# %% ../nbs/03_multi_expert.ipynb #f88b6f6e
+# %% ../nbs/03_multi_expert.ipynb #b1c1e6fc
 class MultiExpertSAE(RoutedSAE):
     "Multiple Expert Activation: each token uses its top-`e` experts; one global Top-K over their latents."
     def __init__(self, d_in, d_sae, k, n_experts, e=2, gate='softmax', dispatch='sparse', lb_coef=3.0,

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['SAE_CLASSES', 'geometric_median', 'BaseSAE', 'TopKSAE']
 
-# %% ../nbs/01_dense_sae.ipynb #ddb2b41a
+# %% ../nbs/01_dense_sae.ipynb #8bdfaa2f
 import json, math
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-# %% ../nbs/01_dense_sae.ipynb #b6169de2
+# %% ../nbs/01_dense_sae.ipynb #1b43a60a
 def geometric_median(x: torch.Tensor, n_iter: int = 200, tol: float = 1e-7) -> torch.Tensor:
     "Weiszfeld's iteration for the point minimising the summed distance to the rows of `x` (N, d)."
     x = x.detach().float()
@@ -28,7 +28,7 @@ def geometric_median(x: torch.Tensor, n_iter: int = 200, tol: float = 1e-7) -> t
         if moved <= tol * median.norm().clamp_min(1.0): break
     return median
 
-# %% ../nbs/01_dense_sae.ipynb #96c02a43
+# %% ../nbs/01_dense_sae.ipynb #a9150784
 SAE_CLASSES = {}  # architecture name -> class, filled as subclasses are defined; used by `load`
 # modules defining architectures, imported on demand so `BaseSAE.load` finds classes not yet imported
 _ARCH_MODULES = {'SwitchSAE': 'scale_sae.switch', 'MultiExpertSAE': 'scale_sae.moe', 'ScaleSAE': 'scale_sae.core'}
@@ -142,7 +142,7 @@ class BaseSAE(nn.Module):
     def extra_repr(self):
         return ', '.join(f'{k}={v}' for k, v in self.cfg.items())
 
-# %% ../nbs/01_dense_sae.ipynb #334c0e76
+# %% ../nbs/01_dense_sae.ipynb #bd3c364f
 class TopKSAE(BaseSAE):
     "The dense TopK SAE (Gao et al. 2024) with the AuxK dead-latent loss."
     def __init__(self, d_in, d_sae, k, aux_k=None, aux_coef=1/32, dead_tokens=10_000_000):

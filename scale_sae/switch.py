@@ -6,26 +6,26 @@
 __all__ = ['GATES', 'DISPATCH', 'load_balance', 'dispatch_sparse', 'dispatch_dense', 'RoutedSAE', 'SwitchSAE',
            'check_dispatch_agrees']
 
-# %% ../nbs/02_switch_sae.ipynb #9df1b130
+# %% ../nbs/02_switch_sae.ipynb #53fc5c77
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .sae import BaseSAE
 
-# %% ../nbs/02_switch_sae.ipynb #628eb423
+# %% ../nbs/02_switch_sae.ipynb #ee369699
 GATES = {
     'prob': lambda top_probs: top_probs,                  # Switch SAE: scale by the router probability
     'hard': lambda top_probs: torch.ones_like(top_probs),  # the paper's "heaviside": router trained by balancing only
 }
 
-# %% ../nbs/02_switch_sae.ipynb #2ba55802
+# %% ../nbs/02_switch_sae.ipynb #d9218822
 def load_balance(probs: torch.Tensor) -> torch.Tensor:
     "Switch load-balancing term E·Σ f_i P_i of router probabilities `probs` (N, E)."
     n_experts = probs.shape[-1]
     f = torch.bincount(probs.argmax(-1), minlength=n_experts).to(probs.dtype) / len(probs)
     return n_experts * (f * probs.mean(0)).sum()
 
-# %% ../nbs/02_switch_sae.ipynb #06a9a718
+# %% ../nbs/02_switch_sae.ipynb #94432a9c
 def dispatch_sparse(x, W, b, experts):
     "Pre-activations (N, e, m) of each token's chosen `experts` (N, e), computing only those experts."
     n_tokens, e = experts.shape
@@ -47,7 +47,7 @@ def dispatch_dense(x, W, b, experts):
 
 DISPATCH = dict(sparse=dispatch_sparse, dense=dispatch_dense)
 
-# %% ../nbs/02_switch_sae.ipynb #67ca1e6b
+# %% ../nbs/02_switch_sae.ipynb #d72948d3
 class RoutedSAE(BaseSAE):
     "Mixture-of-experts SAE machinery: route each token to `e` of `n_experts` experts, Top-K over their latents."
     def __init__(self, d_in, d_sae, k, n_experts, e=1, gate='prob', dispatch='sparse', lb_coef=3.0,
@@ -95,7 +95,7 @@ class RoutedSAE(BaseSAE):
         super().init_from_batch(x)
         self.router_centre.copy_(self.b_dec)
 
-# %% ../nbs/02_switch_sae.ipynb #8247cf02
+# %% ../nbs/02_switch_sae.ipynb #45e89371
 class SwitchSAE(RoutedSAE):
     "Switch SAE (Mudide et al. 2024): each token goes to its single most probable expert."
     def __init__(self, d_in, d_sae, k, n_experts, gate='prob', dispatch='sparse', lb_coef=3.0, dead_tokens=10_000_000):
@@ -120,7 +120,7 @@ class SwitchSAE(RoutedSAE):
             sae.router_centre.copy_(state_dict['b_router'])
         return sae
 
-# %% ../nbs/02_switch_sae.ipynb #0e1e41fd
+# %% ../nbs/02_switch_sae.ipynb #2b334a47
 def check_dispatch_agrees(sae, x, modes=('sparse', 'dense'), atol=1e-5):
     "Assert every dispatch mode in `modes` gives `sae` the same loss terms and gradients on `x`."
     results = []
