@@ -160,8 +160,10 @@ class Trainer:
         self.step, self.history = sd["step"], list(sd["history"])
         self.elapsed, self.initialized = sd["elapsed"], sd["initialized"]
         self._source, self._drawn = None, 0
-        torch.set_rng_state(sd["rng"]["torch"])
-        if "cuda" in sd["rng"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(sd["rng"]["cuda"])
+        # RNG states are CPU byte tensors even when the checkpoint was loaded onto a GPU
+        torch.set_rng_state(sd["rng"]["torch"].cpu())
+        if "cuda" in sd["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in sd["rng"]["cuda"]])
         return self
 
     def save(self, path, **extra):
