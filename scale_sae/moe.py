@@ -9,7 +9,7 @@ __all__ = ['dispatch_padded', 'MultiExpertSAE', 'time_dispatch']
 import time
 import torch
 import torch.nn.functional as F
-from .switch import GATES, DISPATCH, RoutedSAE
+from .switch import GATES, DISPATCH, RoutedSAE, group_by_expert
 
 # %% ../nbs/03_multi_expert.ipynb #e131091c
 GATES.update(
@@ -22,16 +22,12 @@ def dispatch_padded(x, W, b, experts):
     "Pre-activations (N, e, m) of the chosen `experts`, as one batched matmul over groups padded to equal size."
     n_tokens, e = experts.shape
     n_experts, m, d = W.shape
-    flat = experts.reshape(-1)
-    order = flat.argsort(stable=True)
-    sorted_experts = flat[order]
-    counts = torch.bincount(flat, minlength=n_experts)
-    slot = torch.arange(len(flat), device=flat.device) - (counts.cumsum(0) - counts)[sorted_experts]
+    sorted_experts, order, inverse, counts = group_by_expert(experts, n_experts)
+    # position of each pair inside its expert's group
+    slot = torch.arange(len(order), device=order.device) - (counts.cumsum(0) - counts)[sorted_experts]
     padded = x.new_zeros(n_experts, int(counts.max()), d)
     padded[sorted_experts, slot] = x[order // e]
     out = torch.baddbmm(b[:, None, :], padded, W.transpose(1, 2))[sorted_experts, slot]
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(len(order), device=order.device)
     return out[inverse].view(n_tokens, e, m)
 
 DISPATCH['padded'] = dispatch_padded
