@@ -102,19 +102,23 @@ def write_report(path, table: pd.DataFrame, charts, title="scale-sae comparison"
     if notes: parts.append(f"<p>{html.escape(notes)}</p>")
     parts.append(table.to_html(float_format=lambda v: f"{v:.4g}", na_rep="–", border=0, classes="results"))
     if charts:
-        chart = alt.hconcat(*charts).resolve_scale(color="shared")
-        parts.append(chart.to_html(fullhtml=False, output_div="charts", inline=inline))
+        # altair writes a complete page around the charts; the table goes at the top of its body
+        page = alt.hconcat(*charts).resolve_scale(color="shared").to_html(output_div="charts", inline=inline)
         if not inline:
             parts.append('<p id="offline-note">The charts are drawn by Vega scripts loaded from the jsDelivr CDN; '
                          'without network access only the table shows. Every number is also in the JSON file '
                          'next to this page.</p><script>window.addEventListener("load", function () {'
                          'if (typeof vegaEmbed !== "undefined") document.getElementById("offline-note").remove();});'
                          '</script>')
+    else: page = '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="UTF-8">\n</head>\n<body>\n</body>\n</html>\n'
     style = ("body{font-family:system-ui,sans-serif;margin:2em;} table.results{border-collapse:collapse;"
              "font-size:0.9em;} table.results td,table.results th{padding:0.3em 0.6em;text-align:right;"
              "border-bottom:1px solid #ddd;}")
-    page = (f'<!DOCTYPE html>\n<html>\n<head>\n<meta charset="UTF-8">\n<title>{html.escape(title)}</title>\n'
-            f'<style>{style}</style>\n</head>\n<body>\n' + "\n".join(parts) + "\n</body>\n</html>\n")
+    # search from the end: an inlined script bundle in <head> may itself contain these tags as text
+    head_end = page.rfind("</head>")
+    body = page.index("<body>", head_end) + len("<body>")
+    page = (page[:head_end] + f"<title>{html.escape(title)}</title>\n<style>{style}</style>\n"
+            + page[head_end:body] + "\n" + "\n".join(parts) + page[body:])
     path.write_text(page)
     # pandas writes NaN as null, so the file is standard JSON
     records = json.loads(table.reset_index().to_json(orient="records"))
