@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['paper_lr', 'lr_schedule', 'Trainer', 'train_sae']
 
-# %% ../nbs/01a_training.ipynb #cd0b2254
+# %% ../nbs/01a_training.ipynb #967e9182
 import math, os, time, itertools
 import torch
 from tqdm.auto import tqdm
 
-# %% ../nbs/01a_training.ipynb #967e9182
+# %% ../nbs/01a_training.ipynb #9a0832d6
 def paper_lr(d_sae: int) -> float:
     "The paper's learning rate for a dictionary of `d_sae` latents: 2e-4 / sqrt(d_sae / 2**14)."
     return 2e-4 / math.sqrt(d_sae / 2**14)
@@ -21,7 +21,7 @@ def lr_schedule(step: int, n_steps: int, decay_frac: float = 0.2) -> float:
     if step < decay_start: return 1.0
     return max(0.0, (n_steps - step) / max(1, n_steps - decay_start))
 
-# %% ../nbs/01a_training.ipynb #c19d25f7
+# %% ../nbs/01a_training.ipynb #90ca2c9a
 def _scalar(v):
     "A tensor or number as a Python float."
     return float(v.detach()) if torch.is_tensor(v) else float(v)
@@ -178,7 +178,7 @@ class Trainer:
         dev = next(self.sae.parameters()).device
         return self.load_state_dict(torch.load(path, map_location=map_location or dev, weights_only=False))
 
-# %% ../nbs/01a_training.ipynb #90ca2c9a
+# %% ../nbs/01a_training.ipynb #72c3a123
 def train_sae(sae, batches, n_steps, lr=None, clip_grad=1.0, log_every=None, eval_fn=None, eval_every=None,
               progress=True, on_step=None, state=None, autocast_dtype=None):
     """Train `sae` for `n_steps` with the paper's recipe and return the history (a list of dicts).
