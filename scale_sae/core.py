@@ -22,7 +22,7 @@ def scale_features(W, A, omega):
 class ScaleSAE(MultiExpertSAE):
     "Scale SAE: multiple expert activation plus feature scaling of each expert's encoder."
     def __init__(self, d_in, d_sae, k, n_experts, e=2, gate='softmax', scaling=True, freeze_omega=False,
-                 freeze_A=False, dispatch='sparse', lb_coef=3.0, dead_tokens=10_000_000):
+                 freeze_A=False, dispatch='auto', lb_coef=3.0, dead_tokens=10_000_000):
         super().__init__(d_in, d_sae, k, n_experts, e=e, gate=gate, dispatch=dispatch, lb_coef=lb_coef,
                          dead_tokens=dead_tokens, scaling=scaling, freeze_omega=freeze_omega, freeze_A=freeze_A)
         self.scaling = scaling

@@ -35,7 +35,7 @@ DISPATCH['padded'] = dispatch_padded
 # %% ../nbs/03_multi_expert.ipynb #b1c1e6fc
 class MultiExpertSAE(RoutedSAE):
     "Multiple Expert Activation: each token uses its top-`e` experts; one global Top-K over their latents."
-    def __init__(self, d_in, d_sae, k, n_experts, e=2, gate='softmax', dispatch='sparse', lb_coef=3.0,
+    def __init__(self, d_in, d_sae, k, n_experts, e=2, gate='softmax', dispatch='auto', lb_coef=3.0,
                  dead_tokens=10_000_000, **extra_cfg):
         super().__init__(d_in, d_sae, k, n_experts, e=e, gate=gate, dispatch=dispatch, lb_coef=lb_coef,
                          dead_tokens=dead_tokens, **extra_cfg)

@@ -20,7 +20,7 @@ def test_dispatch_modes_agree_and_stay_in_active_experts(n_experts, m, e_frac, k
     sae = ScaleSAE(6, n_experts * m, k, n_experts, e=e, gate=gate).double()
     with torch.no_grad(): sae.omega.uniform_(-0.5, 1.0); sae.b_enc.normal_()
     x = torch.randn(n_tokens, 6, dtype=torch.float64)
-    check_dispatch_agrees(sae, x, modes=('sparse', 'dense', 'padded'), atol=1e-8)
+    check_dispatch_agrees(sae, x, modes=('sparse', 'dense', 'padded', 'auto'), atol=1e-8)
     top_acts, top_indices = sae.encode(x)
     experts, _, _ = sae.route(x)
     assert top_acts.shape == top_indices.shape == (n_tokens, k)
@@ -37,7 +37,7 @@ def test_uneven_routing_leaves_empty_experts():
     x = torch.randn(32, 8, dtype=torch.float64)
     experts, _, _ = sae.route(x)
     assert set(experts.unique().tolist()) == {0, 1}
-    check_dispatch_agrees(sae, x, modes=('sparse', 'dense', 'padded'), atol=1e-8)
+    check_dispatch_agrees(sae, x, modes=('sparse', 'dense', 'padded', 'auto'), atol=1e-8)
 
 
 @pytest.mark.parametrize('make, message', [
