@@ -52,7 +52,8 @@ def reconstruction_metrics(sae, data, n_batches=None, batch_size=4096) -> dict:
 # %% ../nbs/01b_metrics.ipynb #6123b6c1
 def _next_token_ce(model, token_ids):
     "Summed next-token cross-entropy of `model` on `token_ids` (B, T), and the number of predictions."
-    out = model(token_ids)
+    # an explicit mask, since contexts contain end-of-text, which doubles as the pad token
+    out = model(token_ids, attention_mask=torch.ones_like(token_ids)) if hasattr(model, 'config') else model(token_ids)
     logits = out.logits if hasattr(out, 'logits') else out
     targets = token_ids[:, 1:]
     ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction='sum')
