@@ -50,11 +50,15 @@ def dispatch_dense(x, W, b, experts):
     every = torch.einsum('nd,emd->nem', x, W) + b
     return every.gather(1, experts[..., None].expand(-1, -1, W.shape[1]))
 
-def dispatch_auto(x, W, b, experts):
-    "`dispatch_padded` (chapter 03) for tensors on a GPU, `dispatch_sparse` elsewhere."
+def dispatch_auto(x, W, b, experts, max_padding=2.0):
+    """`dispatch_padded` (chapter 03) for tensors on a GPU, `dispatch_sparse` elsewhere, and also on a GPU when
+    routing is so uneven that padding would multiply the rows computed by more than `max_padding`."""
     if x.is_cuda:
-        from scale_sae.moe import dispatch_padded  # chapter 03 builds on this module, so import on first use
-        return dispatch_padded(x, W, b, experts)
+        n_experts = W.shape[0]
+        largest = torch.bincount(experts.reshape(-1), minlength=n_experts).max().item()
+        if n_experts * largest <= max_padding * experts.numel():
+            from scale_sae.moe import dispatch_padded  # chapter 03 builds on this module, so import on first use
+            return dispatch_padded(x, W, b, experts)
     return dispatch_sparse(x, W, b, experts)
 
 DISPATCH = dict(sparse=dispatch_sparse, dense=dispatch_dense, auto=dispatch_auto)

@@ -18,16 +18,31 @@ def test_dispatch_modes_agree_on_cuda(make):
     check_dispatch_agrees(sae, x, modes=('sparse', 'dense', 'padded', 'auto'), atol=1e-8)
 
 
-def test_auto_takes_padded_on_cuda(monkeypatch):
+def _count_padded_calls(monkeypatch):
     calls = []
     def counting(*args):
         calls.append(1)
         return DISPATCH['padded'](*args)
     monkeypatch.setattr(moe, 'dispatch_padded', counting)
+    return calls
+
+
+def test_auto_takes_padded_on_cuda(monkeypatch):
+    calls = _count_padded_calls(monkeypatch)
     sae = ScaleSAE(64, 2048, 16, 32, e=2).cuda()
     assert sae.dispatch == 'auto'
-    sae.encode(torch.randn(128, 64, device='cuda'))
+    sae.encode(torch.randn(4096, 64, device='cuda'))
     assert calls, "auto dispatch did not use the padded kernel on CUDA"
+
+
+def test_auto_falls_back_to_sparse_when_routing_is_uneven(monkeypatch):
+    calls = _count_padded_calls(monkeypatch)
+    sae = ScaleSAE(64, 2048, 16, 32, e=2).cuda()
+    with torch.no_grad(): sae.b_router[:2] = 50.0  # every token goes to experts 0 and 1: 16x padding
+    x = torch.randn(4096, 64, device='cuda')
+    assert set(sae.route(x)[0].unique().tolist()) == {0, 1}
+    sae.encode(x)
+    assert not calls, "auto dispatch padded a 16x uneven routing"
 
 
 def test_bf16_autocast_step_matches_float32():
