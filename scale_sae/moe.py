@@ -18,11 +18,11 @@ GATES.update(
 )
 
 # %% ../nbs/03_multi_expert.ipynb #3ca8f4d3
-def dispatch_padded(x, W, b, experts):
+def dispatch_padded(x, W, b, experts, groups=None):
     "Pre-activations (N, e, m) of the chosen `experts`, as one batched matmul over groups padded to equal size."
     n_tokens, e = experts.shape
     n_experts, m, d = W.shape
-    sorted_experts, order, inverse, counts = group_by_expert(experts, n_experts)
+    sorted_experts, order, inverse, counts = groups if groups is not None else group_by_expert(experts, n_experts)
     # position of each pair inside its expert's group
     slot = torch.arange(len(order), device=order.device) - (counts.cumsum(0) - counts)[sorted_experts]
     padded = x.new_zeros(n_experts, int(counts.max()), d)

@@ -34,11 +34,11 @@ def group_by_expert(experts, n_experts):
     inverse[order] = torch.arange(len(order), device=order.device)
     return flat[order], order, inverse, torch.bincount(flat, minlength=n_experts)
 
-def dispatch_sparse(x, W, b, experts):
+def dispatch_sparse(x, W, b, experts, groups=None):
     "Pre-activations (N, e, m) of each token's chosen `experts` (N, e), computing only those experts."
     n_tokens, e = experts.shape
     n_experts, m, _ = W.shape
-    _, order, inverse, counts = group_by_expert(experts, n_experts)
+    _, order, inverse, counts = groups if groups is not None else group_by_expert(experts, n_experts)
     counts = counts.tolist()
     x_sorted = x[order // e]
     chunks = [torch.addmm(b_i, x_i, W_i.T) for W_i, b_i, x_i, n in
@@ -53,13 +53,11 @@ def dispatch_dense(x, W, b, experts):
 def dispatch_auto(x, W, b, experts, max_padding=2.0):
     """`dispatch_padded` (chapter 03) for tensors on a GPU, `dispatch_sparse` elsewhere, and also on a GPU when
     routing is so uneven that padding would multiply the rows computed by more than `max_padding`."""
-    if x.is_cuda:
-        n_experts = W.shape[0]
-        largest = torch.bincount(experts.reshape(-1), minlength=n_experts).max().item()
-        if n_experts * largest <= max_padding * experts.numel():
-            from scale_sae.moe import dispatch_padded  # chapter 03 builds on this module, so import on first use
-            return dispatch_padded(x, W, b, experts)
-    return dispatch_sparse(x, W, b, experts)
+    groups = group_by_expert(experts, W.shape[0])  # computed once, whichever kernel runs
+    if x.is_cuda and W.shape[0] * groups[3].max().item() <= max_padding * experts.numel():
+        from scale_sae.moe import dispatch_padded  # chapter 03 builds on this module, so import on first use
+        return dispatch_padded(x, W, b, experts, groups)
+    return dispatch_sparse(x, W, b, experts, groups)
 
 DISPATCH = dict(sparse=dispatch_sparse, dense=dispatch_dense, auto=dispatch_auto)
 
