@@ -16,9 +16,12 @@ def _as_float(v):
     return float(v.item()) if torch.is_tensor(v) else float(v)
 
 @torch.no_grad()
-def evaluate(sae, data, model=None, tokens=None, layer=None, true_features=None, n_batches=8, batch_size=4096) -> dict:
+def evaluate(sae, data, model=None, tokens=None, layer=None, true_features=None, n_batches=8, batch_size=4096,
+             skip_first=0, lm_baselines=None) -> dict:
     """Every metric of `sae` on `data` (activations (N, d) or an iterable of batches, of which `n_batches` are used).
-    With `model`, `tokens` (B, T) and `layer`: loss recovered. With `true_features` (n, d): feature recovery."""
+    With `model`, `tokens` (B, T) and `layer`: loss recovered, leaving the first `skip_first` positions unpatched;
+    a dict `lm_baselines` is filled with the SAE-independent cross-entropies on first use and reused after.
+    With `true_features` (n, d): feature recovery."""
     from scale_sae.metrics import feature_recovery, loss_recovered, reconstruction_metrics
     from scale_sae.redundancy import expert_usage, experts_per_true_feature, redundancy_report
     was_training = sae.training
@@ -38,7 +41,10 @@ def evaluate(sae, data, model=None, tokens=None, layer=None, true_features=None,
         out["usage_balance"] = _as_float(entropy / math.log(n_experts)) if n_experts > 1 else 1.0
         out["usage_max_share"] = _as_float(usage.max())
         if model is not None and tokens is not None and layer is not None:
-            out.update(loss_recovered(model, sae, tokens, layer))
+            lr = loss_recovered(model, sae, tokens, layer, skip_first=skip_first, baselines=lm_baselines or None)
+            if lm_baselines is not None and not lm_baselines:
+                lm_baselines.update({n: lr[n] for n in ("ce_orig", "ce_zero", "ce_mean")})
+            out.update(lr)
         if true_features is not None:
             rec = feature_recovery(sae.W_dec, true_features)
             out.update(true_mean_max_cos=rec["mean_max_cos"], frac_recovered=rec["frac_recovered"])

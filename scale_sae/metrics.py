@@ -11,7 +11,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from .activations import patch_residual
+from .hooks import patch_residual
 
 # %% ../nbs/01b_metrics.ipynb #5336d8cf
 def _param_like(module):
@@ -60,39 +60,48 @@ def _next_token_ce(model, token_ids):
     return ce.item(), targets.numel()
 
 @torch.no_grad()
-def loss_recovered(model, sae, token_ids, layer, mean_act=None, batch_size=8) -> dict:
+def loss_recovered(model, sae, token_ids, layer, mean_act=None, batch_size=8, skip_first=0, baselines=None) -> dict:
     """Next-token cross-entropy of `model` on `token_ids` (B, T) with block `layer`'s output replaced by the SAE's
     reconstruction, by zeros, and by `mean_act` (default: the mean activation over these tokens), and unpatched.
+    The first `skip_first` positions of each context are never replaced (the SAE was not trained on them).
+    `baselines`: the `ce_orig`, `ce_zero`, `ce_mean` of an earlier call on the same tokens, to skip their passes.
     Returns dict(ce_orig, ce_sae, ce_zero, ce_mean, recovered_zero, recovered_mean)."""
     if not torch.is_tensor(token_ids): token_ids = torch.stack(list(token_ids))  # e.g. contexts from `token_contexts`
     model_ref, sae_ref = _param_like(model), _param_like(sae)
     batches = [ids.to(model_ref.device) for ids in token_ids.split(batch_size)]
     modes = model.training, sae.training
     model.eval(); sae.eval()
+    def patched(fn):
+        "`fn` applied to the positions from `skip_first` on; earlier positions keep their activations."
+        if not skip_first: return fn
+        return lambda h: torch.cat([h[:, :skip_first], fn(h[:, skip_first:])], dim=1)
     try:
         def ce_with(fn=None):
             total, count = 0.0, 0
             for ids in batches:
                 if fn is None: ce, n = _next_token_ce(model, ids)
                 else:
-                    with patch_residual(model, layer, fn): ce, n = _next_token_ce(model, ids)
+                    with patch_residual(model, layer, patched(fn)): ce, n = _next_token_ce(model, ids)
                 total, count = total + ce, count + n
             return total / count
 
-        if mean_act is None:
-            # the unpatched pass doubles as the pass that collects the mean, through an identity patch
-            act_sum, n_act = 0.0, 0
-            def record(h):
-                nonlocal act_sum, n_act
-                act_sum = act_sum + h.reshape(-1, h.shape[-1]).double().sum(0)
-                n_act += h[..., 0].numel()
-                return h
-            ce_orig = ce_with(record)
-            mean_act = act_sum / n_act
-        else: ce_orig = ce_with()
+        if baselines is not None:
+            ce_orig, ce_zero, ce_mean = baselines["ce_orig"], baselines["ce_zero"], baselines["ce_mean"]
+        else:
+            if mean_act is None:
+                # the unpatched pass doubles as the pass that collects the mean, through an identity patch
+                act_sum, n_act = 0.0, 0
+                def record(h):
+                    nonlocal act_sum, n_act
+                    act_sum = act_sum + h.reshape(-1, h.shape[-1]).double().sum(0)
+                    n_act += h[..., 0].numel()
+                    return h
+                ce_orig = ce_with(record)
+                mean_act = act_sum / n_act
+            else: ce_orig = ce_with()
+            ce_zero = ce_with(torch.zeros_like)
+            ce_mean = ce_with(lambda h: mean_act.to(h.device, h.dtype).expand_as(h))
         ce_sae = ce_with(lambda h: sae(h.to(sae_ref)).to(h))
-        ce_zero = ce_with(torch.zeros_like)
-        ce_mean = ce_with(lambda h: mean_act.to(h.device, h.dtype).expand_as(h))
     finally:
         model.train(modes[0]); sae.train(modes[1])
     def recovered(ce_ablate): return (ce_ablate - ce_sae) / (ce_ablate - ce_orig)

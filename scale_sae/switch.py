@@ -65,7 +65,7 @@ DISPATCH = dict(sparse=dispatch_sparse, dense=dispatch_dense, auto=dispatch_auto
 class RoutedSAE(BaseSAE):
     "Mixture-of-experts SAE machinery: route each token to `e` of `n_experts` experts, Top-K over their latents."
     def __init__(self, d_in, d_sae, k, n_experts, e=1, gate='prob', dispatch='auto', lb_coef=3.0,
-                 dead_tokens=10_000_000, **extra_cfg):
+                 dead_tokens=10_000_000, enc_bias=True, router_bias=True, **extra_cfg):
         if d_sae % n_experts: raise ValueError(f"d_sae={d_sae} must be divisible by n_experts={n_experts}")
         if not 1 <= e <= n_experts: raise ValueError(f"e={e} active experts must be between 1 and n_experts={n_experts}")
         if k > e * (d_sae // n_experts):
@@ -73,14 +73,19 @@ class RoutedSAE(BaseSAE):
         if gate not in GATES: raise ValueError(f"unknown gate {gate!r}; choose one of {sorted(GATES)}")
         if dispatch not in DISPATCH: raise ValueError(f"unknown dispatch {dispatch!r}; choose one of {sorted(DISPATCH)}")
         super().__init__(d_in, d_sae, k, dead_tokens=dead_tokens, n_experts=n_experts, e=e, gate=gate,
-                         dispatch=dispatch, lb_coef=lb_coef, **extra_cfg)
+                         dispatch=dispatch, lb_coef=lb_coef, enc_bias=enc_bias, router_bias=router_bias, **extra_cfg)
         self.n_experts, self.m, self.e = n_experts, d_sae // n_experts, e
         self.gate, self.dispatch, self.lb_coef = gate, dispatch, lb_coef
         self.W_enc = nn.Parameter(self.W_dec.detach().clone().view(n_experts, self.m, d_in))
-        self.b_enc = nn.Parameter(torch.zeros(n_experts, self.m))
+        # without a bias (the Switch reference has neither), a zero buffer keeps one code path and one file layout
+        self._bias("b_enc", torch.zeros(n_experts, self.m), enc_bias)
         self.W_router = nn.Parameter(torch.empty(n_experts, d_in).uniform_(-d_in ** -0.5, d_in ** -0.5))
-        self.b_router = nn.Parameter(torch.zeros(n_experts))
+        self._bias("b_router", torch.zeros(n_experts), router_bias)
         self.router_centre = nn.Parameter(torch.zeros(d_in))
+
+    def _bias(self, name, zeros, trainable):
+        if trainable: setattr(self, name, nn.Parameter(zeros))
+        else: self.register_buffer(name, zeros)
 
     def encoder_weight(self):
         "The (E, m, d_in) encoder applied to tokens."
@@ -112,9 +117,10 @@ class RoutedSAE(BaseSAE):
 # %% ../nbs/02_switch_sae.ipynb #45e89371
 class SwitchSAE(RoutedSAE):
     "Switch SAE (Mudide et al. 2024): each token goes to its single most probable expert."
-    def __init__(self, d_in, d_sae, k, n_experts, gate='prob', dispatch='auto', lb_coef=3.0, dead_tokens=10_000_000):
+    def __init__(self, d_in, d_sae, k, n_experts, gate='prob', dispatch='auto', lb_coef=3.0, dead_tokens=10_000_000,
+                 enc_bias=True, router_bias=True):
         super().__init__(d_in, d_sae, k, n_experts, e=1, gate=gate, dispatch=dispatch, lb_coef=lb_coef,
-                         dead_tokens=dead_tokens)
+                         dead_tokens=dead_tokens, enc_bias=enc_bias, router_bias=router_bias)
         del self.cfg['e']  # fixed by the architecture, so not a constructor argument
 
     @classmethod

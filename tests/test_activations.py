@@ -5,8 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from scale_sae.activations import (ActivationBuffer, SyntheticData, activation_stats, find_blocks, load_corpus, load_lm,
-                                   patch_residual, python_docs_corpus, residual_stream, sized, token_contexts)
+from scale_sae.corpora import load_corpus, python_docs_corpus, sized
+from scale_sae.lm import load_lm
+from scale_sae.hooks import find_blocks, patch_residual, residual_stream
+from scale_sae.buffer import ActivationBuffer, activation_stats, token_contexts
+from scale_sae.synthetic import SyntheticData
 
 transformers = pytest.importorskip("transformers")
 
