@@ -25,7 +25,7 @@ SWEEPABLE = {"k": "latents per token", "e": "active experts per token (multi-exp
 MULTI_EXPERT = {"moe", "scale"}  # the architectures that have an `e`
 
 def _add_config_flags(parser):
-    from scale_sae.train import RunConfig
+    from scale_sae.runs import RunConfig
     group = parser.add_argument_group("run configuration (override the preset)")
     aliases = {"n_steps": ["--steps"], "out_dir": ["--out"]}
     for f in dataclasses.fields(RunConfig):
@@ -40,7 +40,7 @@ def _add_config_flags(parser):
 
 def config_from_args(args):
     "The preset named by `--preset` with every given flag applied, and the lists of k and e values to run."
-    from scale_sae.train import COMPARE_KS, PRESETS, RunConfig
+    from scale_sae.runs import COMPARE_KS, PRESETS, RunConfig
     cfg = PRESETS[args.preset]
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
                if f.name not in SWEEPABLE and getattr(args, f.name, None) is not None}
@@ -59,7 +59,7 @@ def sweep(cfg, archs, ks, es=None):
                 yield name, arch, cfg.replace(k=k, e=e)
 
 def build_parser():
-    from scale_sae.train import ARCHITECTURES, PRESETS, default_preset
+    from scale_sae.runs import ARCHITECTURES, PRESETS, default_preset
     parser = argparse.ArgumentParser(prog="scale-sae", description="Train and compare TopK, Switch and Scale SAEs.")
     sub = parser.add_subparsers(dest="command", required=True)
     def common(p):
@@ -90,7 +90,7 @@ def _print_table(table):
 def run_compare(cfg, ks, archs, es=None, resume=True, progress=True):
     "Train every architecture at every k (and e) on shared data; returns (results, table, report path)."
     from scale_sae.evaluate import TABLE_COLUMNS, compare, pareto_charts, write_report
-    from scale_sae.train import json_safe, prepare_data, train_run
+    from scale_sae.runs import json_safe, prepare_data, train_run
     t0 = time.perf_counter()
     data = prepare_data(cfg, progress=progress)
     results = {}
@@ -120,7 +120,7 @@ def main(argv=None):
         print(f"report: {report}\nresults: {Path(cfg.out_dir) / 'results.json'}")
     elif args.command == "train":
         from scale_sae.evaluate import compare
-        from scale_sae.train import train_run
+        from scale_sae.runs import train_run
         for name, arch, run_cfg in sweep(cfg, [args.arch], ks, es):
             run = train_run(run_cfg, arch, resume=resume, progress=progress, name=name)
             _print_table(compare({name: run["metrics"]}))
@@ -128,7 +128,7 @@ def main(argv=None):
     elif args.command == "eval":
         from scale_sae.evaluate import evaluate
         from scale_sae.sae import BaseSAE
-        from scale_sae.train import json_safe, prepare_data, resolve_device
+        from scale_sae.runs import json_safe, prepare_data, resolve_device
         sae = BaseSAE.load(args.sae_dir, device=resolve_device(cfg))
         data = prepare_data(cfg, progress=progress)
         if sae.d_in != data.d_in:
