@@ -15,7 +15,7 @@ from .buffer import token_contexts
 from .hooks import residual_stream
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'keep_positions', 'ActivationCache']
+__all__ = ['CACHE_FORMAT', 'keep_positions', 'outlier_threshold', 'ActivationCache']
 
 # %% ../nbs/00e_cache.ipynb #5a222991
 def keep_positions(tokens: torch.Tensor, skip_first: int = 0) -> torch.Tensor:
@@ -23,6 +23,11 @@ def keep_positions(tokens: torch.Tensor, skip_first: int = 0) -> torch.Tensor:
     keep = torch.ones(tokens.shape, dtype=torch.bool)
     keep[:, :skip_first] = False
     return keep
+
+# %% ../nbs/00e_cache.ipynb #7f02fa5e
+def outlier_threshold(norms: torch.Tensor, ratio: float = 10.0) -> float:
+    "`ratio` times the median of `norms`: rows with a larger norm are treated as outliers (massive activations)."
+    return ratio * norms.float().median().item()
 
 # %% ../nbs/00e_cache.ipynb #6c4b94c0
 CACHE_FORMAT = 1
@@ -96,20 +101,29 @@ class ActivationCache:
             out[order[sel]] = self._acts[s][sorted_idx[sel] - self.offsets[s]]
         return torch.from_numpy(out)
 
-    def batch_fn(self, batch_size: int, seed: int = 0):
-        "A function `step -> (batch_size, d_in)` batch: each epoch a fresh permutation of all rows, fixed by `seed`."
-        per_epoch = self.n_tokens // batch_size
-        if per_epoch == 0: raise ValueError(f"batch_size={batch_size} exceeds the {self.n_tokens:,} cached tokens.")
+    def norms(self) -> torch.Tensor:
+        "The L2 norm of every cached row, (n_tokens,), computed once shard by shard."
+        if getattr(self, "_norms", None) is None:
+            self._norms = torch.cat([torch.from_numpy(np.linalg.norm(a.astype(np.float32), axis=1)) for a in self._acts])
+        return self._norms
+
+    def batch_fn(self, batch_size: int, seed: int = 0, max_norm: float | None = None):
+        """A function `step -> (batch_size, d_in)` batch: each epoch a fresh permutation of the rows, fixed by `seed`.
+        With `max_norm`, rows of a larger norm are left out (see `outlier_threshold`)."""
+        rows = torch.arange(self.n_tokens) if max_norm is None else (self.norms() <= max_norm).nonzero().squeeze(1)
+        per_epoch = len(rows) // batch_size
+        if per_epoch == 0: raise ValueError(f"batch_size={batch_size} exceeds the {len(rows):,} cached tokens in use.")
         perms = {}
         def batch(step: int) -> torch.Tensor:
             epoch, i = divmod(step, per_epoch)
-            if epoch not in perms: perms.clear(); perms[epoch] = self.order(epoch, seed)
+            if epoch not in perms: perms.clear(); perms[epoch] = rows[self.order(epoch, seed, len(rows))]
             return self.rows(perms[epoch][i * batch_size:(i + 1) * batch_size])
         return batch
 
-    def order(self, epoch: int, seed: int = 0) -> torch.Tensor:
-        "The permutation of all rows that epoch `epoch` of `batch_fn(..., seed)` reads in order."
-        return torch.randperm(self.n_tokens, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    def order(self, epoch: int, seed: int = 0, n: int | None = None) -> torch.Tensor:
+        "The permutation of `n` (default: all) rows that epoch `epoch` of `batch_fn(..., seed)` reads in order."
+        return torch.randperm(self.n_tokens if n is None else n,
+                              generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
     def verify(self):
         "Recompute every shard's checksum; raise naming the first shard that does not match its manifest entry."

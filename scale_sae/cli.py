@@ -6,7 +6,7 @@
 __all__ = ['SWEEPABLE', 'MULTI_EXPERT', 'config_from_args', 'sweep', 'build_parser', 'run_compare', 'main']
 
 # %% ../nbs/05b_cli.ipynb #7dc01906
-import argparse, dataclasses, json, sys, time, typing
+import argparse, dataclasses, json, time, typing
 from pathlib import Path
 
 # %% ../nbs/05b_cli.ipynb #c80b571e
@@ -59,6 +59,7 @@ def sweep(cfg, archs, ks, es=None):
                 yield name, arch, cfg.replace(k=k, e=e)
 
 def build_parser():
+    "The `scale-sae` argument parser: the `compare`, `train` and `eval` commands, each with every `RunConfig` flag."
     from scale_sae.runs import ARCHITECTURES, PRESETS, default_preset
     parser = argparse.ArgumentParser(prog="scale-sae", description="Train and compare TopK, Switch and Scale SAEs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +111,7 @@ def run_compare(cfg, ks, archs, es=None, resume=True, progress=True):
     return results, table, report
 
 def main(argv=None):
+    "Entry point of the `scale-sae` command; `argv` defaults to the process's arguments."
     args = build_parser().parse_args(argv)
     cfg, ks, es = config_from_args(args)
     progress, resume = not args.quiet, not args.no_resume

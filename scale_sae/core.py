@@ -22,19 +22,22 @@ def scale_features(W, A, omega):
 class ScaleSAE(MultiExpertSAE):
     "Scale SAE: multiple expert activation plus feature scaling of each expert's encoder."
     def __init__(self, d_in, d_sae, k, n_experts, e=2, gate='softmax', scaling=True, freeze_omega=False,
-                 freeze_A=False, dispatch='auto', lb_coef=3.0, dead_tokens=10_000_000):
+                 freeze_A=False, dispatch='auto', lb_coef=3.0, dead_tokens=10_000_000, enc_bias=True, router_bias=True):
         super().__init__(d_in, d_sae, k, n_experts, e=e, gate=gate, dispatch=dispatch, lb_coef=lb_coef,
-                         dead_tokens=dead_tokens, scaling=scaling, freeze_omega=freeze_omega, freeze_A=freeze_A)
+                         dead_tokens=dead_tokens, enc_bias=enc_bias, router_bias=router_bias, scaling=scaling,
+                         freeze_omega=freeze_omega, freeze_A=freeze_A)
         self.scaling = scaling
         self.omega = nn.Parameter(torch.zeros(n_experts), requires_grad=scaling and not freeze_omega)
         self.A = nn.Parameter(torch.eye(d_in), requires_grad=scaling and not freeze_A)
 
     def encoder_weight(self):
+        "The (E, m, d_in) encoder applied to tokens: feature-scaled `W_enc`, or `W_enc` itself with `scaling=False`."
         return scale_features(self.W_enc, self.A, self.omega) if self.scaling else self.W_enc
 
     @classmethod
     def from_reference_state_dict(cls, state_dict, k, e=2, gate='softmax', **kwargs):
-        "Build from a checkpoint in the reference code's layout (`expert_modules.{i}.encoder.weight`, `gate.weight`, ...)."
+        """Build from a checkpoint in the reference code's layout (`expert_modules.{i}.encoder.weight`, `gate.weight`, ...).
+        Its router's `gate.weight`, `gate.bias` and `b_gate` are our `W_router`, `b_router` and `router_centre`."""
         n_experts, d_in = state_dict['gate.weight'].shape
         m = state_dict['expert_modules.0.encoder.weight'].shape[0]
         sae = cls(d_in, n_experts * m, k, n_experts, e=e, gate=gate, **kwargs)

@@ -6,10 +6,11 @@
 __all__ = ['TABLE_COLUMNS', 'PARETO_METRICS', 'evaluate', 'compare', 'pareto_charts', 'write_report']
 
 # %% ../nbs/05a_evaluate.ipynb #5376dd0a
-import itertools, json, math, os
+import itertools, json, math
 from pathlib import Path
 
 import torch
+import pandas as pd
 
 # %% ../nbs/05a_evaluate.ipynb #d8f97d82
 def _as_float(v):
@@ -17,9 +18,10 @@ def _as_float(v):
 
 @torch.no_grad()
 def evaluate(sae, data, model=None, tokens=None, layer=None, true_features=None, n_batches=8, batch_size=4096,
-             skip_first=0, lm_baselines=None) -> dict:
+             skip_first=0, max_norm=None, lm_baselines=None) -> dict:
     """Every metric of `sae` on `data` (activations (N, d) or an iterable of batches, of which `n_batches` are used).
-    With `model`, `tokens` (B, T) and `layer`: loss recovered, leaving the first `skip_first` positions unpatched;
+    With `model`, `tokens` (B, T) and `layer`: loss recovered, leaving the first `skip_first` positions and
+    activations of norm above `max_norm` unpatched;
     a dict `lm_baselines` is filled with the SAE-independent cross-entropies on first use and reused after.
     With `true_features` (n, d): feature recovery."""
     from scale_sae.metrics import feature_recovery, loss_recovered, reconstruction_metrics
@@ -41,7 +43,8 @@ def evaluate(sae, data, model=None, tokens=None, layer=None, true_features=None,
         out["usage_balance"] = _as_float(entropy / math.log(n_experts)) if n_experts > 1 else 1.0
         out["usage_max_share"] = _as_float(usage.max())
         if model is not None and tokens is not None and layer is not None:
-            lr = loss_recovered(model, sae, tokens, layer, skip_first=skip_first, baselines=lm_baselines or None)
+            lr = loss_recovered(model, sae, tokens, layer, skip_first=skip_first, max_norm=max_norm,
+                                baselines=lm_baselines or None)
             if lm_baselines is not None and not lm_baselines:
                 lm_baselines.update({n: lr[n] for n in ("ce_orig", "ce_zero", "ce_mean")})
             out.update(lr)
@@ -55,8 +58,6 @@ def evaluate(sae, data, model=None, tokens=None, layer=None, true_features=None,
     return {n: (v if isinstance(v, (int, list, str)) else _as_float(v)) for n, v in out.items()}
 
 # %% ../nbs/05a_evaluate.ipynb #429d9017
-import pandas as pd
-
 TABLE_COLUMNS = ["arch", "d_sae", "n_experts", "e", "k", "mse", "fve", "cos", "l0", "alive", "recovered_zero",
                  "recovered_mean", "ce_orig", "ce_sae", "duplicate_fraction", "mean_max_cos", "usage_balance",
                  "frac_recovered", "experts_per_recovered_feature", "train_seconds"]

@@ -60,10 +60,12 @@ def _next_token_ce(model, token_ids):
     return ce.item(), targets.numel()
 
 @torch.no_grad()
-def loss_recovered(model, sae, token_ids, layer, mean_act=None, batch_size=8, skip_first=0, baselines=None) -> dict:
+def loss_recovered(model, sae, token_ids, layer, mean_act=None, batch_size=8, skip_first=0, max_norm=None,
+                   baselines=None) -> dict:
     """Next-token cross-entropy of `model` on `token_ids` (B, T) with block `layer`'s output replaced by the SAE's
     reconstruction, by zeros, and by `mean_act` (default: the mean activation over these tokens), and unpatched.
-    The first `skip_first` positions of each context are never replaced (the SAE was not trained on them).
+    The first `skip_first` positions of each context, and activations of norm above `max_norm`, are never replaced
+    (the SAE was not trained on them).
     `baselines`: the `ce_orig`, `ce_zero`, `ce_mean` of an earlier call on the same tokens, to skip their passes.
     Returns dict(ce_orig, ce_sae, ce_zero, ce_mean, recovered_zero, recovered_mean)."""
     if not torch.is_tensor(token_ids): token_ids = torch.stack(list(token_ids))  # e.g. contexts from `token_contexts`
@@ -72,9 +74,14 @@ def loss_recovered(model, sae, token_ids, layer, mean_act=None, batch_size=8, sk
     modes = model.training, sae.training
     model.eval(); sae.eval()
     def patched(fn):
-        "`fn` applied to the positions from `skip_first` on; earlier positions keep their activations."
-        if not skip_first: return fn
-        return lambda h: torch.cat([h[:, :skip_first], fn(h[:, skip_first:])], dim=1)
+        "`fn` applied to the positions from `skip_first` on; earlier positions and outliers keep their activations."
+        if not skip_first and max_norm is None: return fn
+        def patch(h):
+            rest = h[:, skip_first:]
+            new = fn(rest)
+            if max_norm is not None: new = torch.where(rest.norm(dim=-1, keepdim=True) > max_norm, rest, new)
+            return torch.cat([h[:, :skip_first], new], dim=1)
+        return patch
     try:
         def ce_with(fn=None):
             total, count = 0.0, 0

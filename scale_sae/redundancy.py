@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .metrics import reconstruction_metrics, feature_recovery
+
 # %% ../nbs/02a_redundancy.ipynb #59470d62
 def _unit_rows(W):
     # a row of zeros (a feature never trained) stays zero and has cosine 0 with everything
@@ -116,9 +118,6 @@ def experts_per_true_feature(W_dec, true_features, n_experts, threshold=0.9, blo
                       for block in true.split(block_size)])
 
 # %% ../nbs/02a_redundancy.ipynb #5b8d666c
-import torch.nn.functional as F
-from .metrics import reconstruction_metrics, feature_recovery
-
 def synthetic_report(sae, data, n_eval=8192, seed=99) -> dict:
     "Held-out reconstruction, decoder redundancy and planted-feature recovery of `sae` on `SyntheticData` `data`."
     n_experts = getattr(sae, 'n_experts', 1)

