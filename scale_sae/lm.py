@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .corpora import _python_docs_texts
 
 # %% auto #0
-__all__ = ['TINY_LM_VERSION', 'TINY_LM_RECIPE', 'SMOLLM2_GGUF', 'SMOLLM2_HUB_ID', 'NAMED_LMS', 'load_lm', 'tiny_lm',
+__all__ = ['NAMED_LMS', 'TINY_LM_VERSION', 'TINY_LM_RECIPE', 'SMOLLM2_GGUF', 'SMOLLM2_HUB_ID', 'load_lm', 'tiny_lm',
            'tiny_lm_stats', 'smollm2_gguf_dir']
 
 # %% ../nbs/00a_lm.ipynb #7c63e456
@@ -28,6 +28,10 @@ def _resolve_model_name(name_or_dir) -> tuple[str, dict]:
         raise FileNotFoundError(f"No model folder {name_or_dir!r}. Fix the path, or pass a hub id such as 'gpt2' (needs network) "
                                 f"or one of the named models {sorted(NAMED_LMS)}.")
     return name_or_dir, {}
+
+# names `load_lm` understands besides hub ids and folders, each with a function giving (source, from_pretrained
+# keyword arguments); this module fills it below
+NAMED_LMS: dict = {}
 
 def load_lm(name_or_dir, device=None, dtype=None):
     "`(model, tokenizer)` from a hub id, a `save_pretrained` folder or a name in `NAMED_LMS`; eval mode, pad token set."
@@ -162,5 +166,4 @@ def _smollm2_source():
     if folder is not None: return str(folder), {"gguf_file": SMOLLM2_GGUF}
     return SMOLLM2_HUB_ID, {}
 
-# names `load_lm` understands besides hub ids and folders; each gives (source, from_pretrained keyword arguments)
-NAMED_LMS = {"smollm2": _smollm2_source}
+NAMED_LMS["smollm2"] = _smollm2_source

@@ -378,6 +378,10 @@ def check(nbs, out, timeout=900, pages_too=True):
             report[p['name']]['warnings'] += offline
         timing['browser_s'] = round(time.time() - t1, 1)
     problems = [unexplained] if unexplained else []
+    # nbdev_docs rewrites these when settings.ini lets it (custom_sidebar = False drops the sidebar's sections)
+    for f in ('sidebar.yml', 'nbdev.yml'):
+        if (nbs/f).exists() and (project/nbs.name/f).read_text() != (nbs/f).read_text():
+            problems.append(f"processing rewrote {nbs.name}/{f}: set custom_sidebar = True and the title in settings.ini")
     res = {'ok': not problems and not any(r['problems'] for r in report.values()), 'problems': problems,
            'timing': timing, 'pages': report}
     (out/'report.json').write_text(json.dumps(res, indent=1, ensure_ascii=False))

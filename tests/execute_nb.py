@@ -1,0 +1,38 @@
+"""Execute notebooks as `nbdev_test` does (cells marked `#| eval: false` or with a GPU/notest flag are skipped), and
+store the outputs in place, so that the outputs a notebook shows come from a real run of its own cells.
+
+    python tests/execute_nb.py nbs/01b_metrics.ipynb [more notebooks]     # full sizes: leave CI unset
+"""
+import json, os, re, sys, time
+from pathlib import Path
+
+SKIP_FLAGS = {"notest", "gpu"}
+
+def _directives(source):
+    return {m.group(1).strip(): m.group(2).strip() for m in re.finditer(r"^\s*#\|\s*([\w-]+:?)\s*(.*)$", source, re.M)}
+
+def _skip(cell, source):
+    if cell["cell_type"] != "code": return True
+    d = _directives(source)
+    return d.get("eval:", "").lower() == "false" or bool(SKIP_FLAGS & d.keys())
+
+def execute(path: Path):
+    from execnb.shell import CaptureShell
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    shell = CaptureShell(path)
+    cwd = os.getcwd(); os.chdir(path.parent)
+    t0 = time.time()
+    try:
+        for stored in raw["cells"]:
+            source = stored["source"] if isinstance(stored["source"], str) else "".join(stored["source"])
+            if _skip(stored, source): continue
+            outputs = shell.run(source)
+            if shell.exc is not None: raise RuntimeError(f"{path} failed in cell:\n{source}\n{shell.exc!r}")
+            stored["outputs"] = json.loads(json.dumps(outputs, default=dict))
+            stored["execution_count"] = None
+    finally: os.chdir(cwd)
+    path.write_text(json.dumps(raw, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"{path}: executed in {time.time() - t0:.0f} s", flush=True)
+
+if __name__ == "__main__":
+    for p in sys.argv[1:]: execute(Path(p))
