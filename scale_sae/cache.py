@@ -83,7 +83,7 @@ class ActivationCache:
     def __repr__(self):
         s = self.settings
         return (f"ActivationCache({self.n_tokens:,} tokens × d={self.d_in} of {s.get('model')} block {s['layer']}, "
-                f"{len(self.shards)} shards, {s['dtype']}, {self.path})")
+                f"{len(self.shards)} shards, {s['dtype']}, in {self.path.name}/)")
 
     def tokens(self) -> torch.Tensor:
         "The token ids (n_contexts, ctx_len) of every cached context, in corpus order."

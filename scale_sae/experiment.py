@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from .redundancy import redundancy_report
 from .runs import train_run
 

@@ -20,6 +20,8 @@ def execute(path: Path):
     from execnb.shell import CaptureShell
     raw = json.loads(path.read_text(encoding="utf-8"))
     shell = CaptureShell(path)
+    # stored outputs are read, not watched: progress bars would only leave debris in them
+    os.environ["TQDM_DISABLE"] = "1"
     cwd = os.getcwd(); os.chdir(path.parent)
     t0 = time.time()
     try:
