@@ -54,8 +54,12 @@ def _save_npy(path: Path, array: np.ndarray):
 def _save_json(path: Path, obj):
     _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
 
-def _settings_diff(saved: dict, wanted: dict) -> dict:
-    return {n: (saved.get(n), v) for n, v in wanted.items() if saved.get(n) != v}
+def _check_settings(path: Path, saved: dict, wanted: dict):
+    "Raise, naming every difference, when the cache in `path` was made with settings other than `wanted`."
+    diff = {n: (saved.get(n), v) for n, v in wanted.items() if saved.get(n) != v}
+    if diff:
+        raise ValueError(f"The activation cache in {path} was made with other settings {diff} (saved, wanted); "
+                         "use another folder or delete this one.")
 
 
 # %% ../nbs/00e_cache.ipynb #1d444c4d
@@ -68,9 +72,7 @@ class ActivationCache:
             raise FileNotFoundError(f"No activation cache in {self.path} (no manifest.json); build one with ActivationCache.build().")
         self.manifest = json.loads(manifest.read_text())
         self.settings = self.manifest["settings"]
-        if expect is not None and (diff := _settings_diff(self.settings, expect)):
-            raise ValueError(f"The activation cache in {self.path} was made with other settings {diff} (saved, wanted); "
-                             "use another folder or delete this one.")
+        if expect is not None: _check_settings(self.path, self.settings, expect)
         if not self.manifest.get("complete"):
             raise ValueError(f"The activation cache in {self.path} is incomplete ({len(self.manifest['shards'])} shards); "
                              "run ActivationCache.build() with the same settings to finish it.")
@@ -144,9 +146,7 @@ def _build(cls, path, model, tokenizer, texts, layer, n_tokens, ctx_len=128, ski
                     n_tokens=n_tokens, dtype="float16", **(describe or {}))
     mpath = path / "manifest.json"
     manifest = json.loads(mpath.read_text()) if mpath.exists() else dict(settings=settings, shards=[], complete=False)
-    if diff := _settings_diff(manifest["settings"], settings):
-        raise ValueError(f"{path} holds an activation cache made with other settings {diff} (saved, wanted); "
-                         "use another folder or delete this one.")
+    _check_settings(path, manifest["settings"], settings)
     if manifest["complete"]: return cls(path)
     for stale in path.glob(".*.tmp*"): stale.unlink()  # left by a write that was killed; never part of the cache
     device = next(model.parameters()).device

@@ -153,6 +153,8 @@ def activation_cache(cfg, model, tokenizer, train_docs, progress=True):
 
 def prepare_data(cfg, progress=True) -> RunData:
     "Model, held-out evaluation data and a factory of training activation buffers for `cfg`."
+    if cfg.max_norm_ratio and not cfg.cache_tokens:
+        raise ValueError("max_norm_ratio needs cache_tokens > 0 (the threshold comes from the cache's norms)")
     model, tokenizer = load_run_model(cfg)
     model.eval()
     train_docs, eval_docs = load_run_corpus(cfg)
@@ -168,7 +170,6 @@ def prepare_data(cfg, progress=True) -> RunData:
         if max_norm is not None: eval_x = eval_x[eval_x.norm(dim=1) <= max_norm]
         return RunData(lambda: cache.batch_fn(cfg.batch_size, cfg.seed, max_norm), eval_x.shape[-1], eval_x, model,
                        tokenizer, eval_tokens, cfg.layer, skip_first=cfg.skip_first, cache=cache, max_norm=max_norm)
-    if cfg.max_norm_ratio: raise ValueError("max_norm_ratio needs cache_tokens > 0 (the threshold comes from the cache)")
     def stream():
         return ActivationBuffer(model, tokenizer, train_docs, cfg.layer, ctx_len=cfg.ctx_len, n_ctxs=cfg.n_ctxs,
                                 batch_size=cfg.batch_size, model_batch_size=cfg.model_batch_size, seed=cfg.seed,
