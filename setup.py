@@ -24,6 +24,7 @@ min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 smollm2_requirements = shlex.split(cfg.get('smollm2_requirements', ''))
+saelens_requirements = shlex.split(cfg.get('saelens_requirements', ''))
 
 setuptools.setup(
     name = cfg['repo'],
@@ -37,7 +38,7 @@ setuptools.setup(
     packages = setuptools.find_packages(include=['scale_sae', 'scale_sae.*']),
     include_package_data = True,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements, 'smollm2': smollm2_requirements },
+    extras_require={ 'dev': dev_requirements, 'smollm2': smollm2_requirements, 'saelens': saelens_requirements },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),
