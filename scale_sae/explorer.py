@@ -229,13 +229,14 @@ def _token_text(tokenizer, token_id) -> str:
     text = tokenizer.decode([int(token_id)])
     return html.escape(text.replace("\n", "↵").replace("\t", "⇥") or "∅")
 
-def _bars_svg(counts, labels=("", ""), width=260, height=50, color="#4c78a8") -> str:
-    "An inline SVG bar chart of `counts` (no script, so it renders wherever HTML does)."
+def _bars_svg(counts, labels=("", ""), width=260, height=50, color="#4c78a8", highlight=None) -> str:
+    "An inline SVG bar chart of `counts`, bar `highlight` in orange (no script: it renders wherever HTML does)."
     counts = [float(c) for c in counts]
-    top, n = max(counts + [1.0]), max(len(counts), 1)
+    top, n = max(counts + [1e-12]), max(len(counts), 1)
     w = width / n
     bars = "".join(f'<rect x="{i * w:.1f}" y="{height - c / top * height:.1f}" width="{max(w - 1, 1):.1f}" '
-                   f'height="{c / top * height:.1f}" fill="{color}"/>' for i, c in enumerate(counts) if c > 0)
+                   f'height="{c / top * height:.1f}" fill="{"#e6550d" if i == highlight else color}"/>'
+                   for i, c in enumerate(counts) if c > 0)
     return (f'<svg width="{width}" height="{height + 14}" style="display:block">{bars}'
             f'<text x="0" y="{height + 12}" font-size="10">{html.escape(labels[0])}</text>'
             f'<text x="{width}" y="{height + 12}" font-size="10" text-anchor="end">{html.escape(labels[1])}</text></svg>')
@@ -381,14 +382,14 @@ def _expert_html(self, i: int, n_features: int = 10, n_tokens: int = 8) -> str:
         rows.append((self._link(f), f"{density[j].item():.3%}", f"{s.mean_act[f].item():.3g}",
                      self._context_html(best[0][1], best[0][2], 4, 1) if best else ""))
     share_bars = _bars_svg(self.routing_share.tolist(), ("expert 0", f"expert {self.n_experts - 1}"), height=30,
-                           color="#9ecae1")
+                           highlight=i)
     mean_row = self.sae.W_dec[span].detach().float().cpu().mean(0)
     tok = promoted_tokens(self.model, mean_row, n_tokens)
     return (f'<div id="{self.name}-e{i}" style="border:1px solid #ccc;padding:6px;margin:6px 0">{head}'
             f'<div style="font-size:12px">routing share of every expert:</div>{share_bars}'
             f'<div style="font-size:12px">{int((density == 0).sum())} of its {self.m} features never fired; '
             f'its densest:</div>{_table(("feature", "density", "mean act.", "best context"), rows)}'
-            f'<div style="font-size:12px">its mean decoder row promotes: '
+            f'<div style="font-size:12px">its mean decoder row (norm {mean_row.norm().item():.3f}) promotes: '
             f'{self._tokens_html(tok["promoted"], tok["promoted_logits"])}</div>'
             f'<div style="font-size:12px">and suppresses: '
             f'{self._tokens_html(tok["suppressed"], tok["suppressed_logits"])}</div></div>')
