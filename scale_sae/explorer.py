@@ -4,7 +4,7 @@
 
 # %% ../nbs/06a_explorer.ipynb #e6ff9a73
 from __future__ import annotations
-import hashlib, html, math
+import hashlib, html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
