@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SAELENS_WEIGHTS', 'SAELENS_CFG', 'SAELENS_SPARSITY', 'SAELENS_ARCHITECTURES', 'DEFAULT_CLASSES', 'OUR_CLASSES',
-           'run_metadata', 'feature_frequency', 'log_sparsity', 'randomized', 'dense_code', 'saelens_tensors',
-           'to_saelens', 'read_saelens', 'from_saelens']
+           'run_metadata', 'log_sparsity', 'randomized', 'dense_code', 'saelens_tensors', 'to_saelens', 'read_saelens',
+           'from_saelens']
 
 # %% ../nbs/07_saelens.ipynb #6cb491fc
 import json
@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 # %% ../nbs/07_saelens.ipynb #0de2c158
 from .sae import BaseSAE, TopKSAE
+from .metrics import latent_frequency
 from .switch import SwitchSAE
 from .moe import MultiExpertSAE
 from .core import ScaleSAE
@@ -41,16 +42,6 @@ def run_metadata(run) -> dict:
     return meta
 
 # %% ../nbs/07_saelens.ipynb #d1af0a65
-@torch.no_grad()
-def feature_frequency(sae, activations, batch_size=4096) -> torch.Tensor:
-    "Fraction of the tokens of `activations` (..., d_in) on which each latent is active, (d_sae,)."
-    x = activations.reshape(-1, sae.d_in)
-    fired = torch.zeros(sae.d_sae, dtype=torch.long, device=sae.device)
-    for batch in x.split(batch_size):
-        acts, indices = sae.encode(batch.to(sae.device))
-        fired += torch.bincount(indices[acts > 0], minlength=sae.d_sae)
-    return (fired.double() / len(x)).float().cpu()
-
 def log_sparsity(frequency, eps=1e-10) -> torch.Tensor:
     "SAELens's `sparsity` tensor: log10 of each latent's firing frequency, `eps` keeping never-firing ones finite."
     return torch.log10(frequency + eps)
@@ -109,7 +100,7 @@ def to_saelens(sae, path, run=None, activations=None, **metadata) -> Path:
     tensors = saelens_tensors(sae)
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     if activations is not None:
-        frequency = feature_frequency(sae, activations)
+        frequency = latent_frequency(sae, activations).float().cpu()
         meta["l0"] = frequency.sum().item()  # SAELens's trainer records the mean L0 here too
         save_file({"sparsity": log_sparsity(frequency)}, str(path / SAELENS_SPARSITY))
     save_file(tensors, str(path / SAELENS_WEIGHTS))
