@@ -48,7 +48,8 @@ def check_config(cfg):
         if base is float: ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         elif base is int: ok = isinstance(value, int) and not isinstance(value, bool)
         else: ok = isinstance(value, base)
-        if not ok: raise TypeError(f"{f.name}={value!r} must be {'true or false' if base is bool else 'a ' + base.__name__}"
+        kind = {bool: "true or false", int: "an int", float: "a number", str: "a string"}.get(base, base.__name__)
+        if not ok: raise TypeError(f"{f.name}={value!r} must be {kind}"
                                    f"{' or None' if type(None) in args else ''} ({_flag(f.name)})")
     for names, least in ((_AT_LEAST_ONE, 1), (_AT_LEAST_ZERO, 0)):
         for name in names:
