@@ -101,7 +101,7 @@ def _print_table(table):
 def run_compare(cfg, ks, archs, es=None, resume=True, progress=True):
     "Train every architecture at every k (and e) on shared data; returns (results, table, report path)."
     from scale_sae.evaluate import TABLE_COLUMNS, compare, pareto_charts, write_report
-    from scale_sae.runs import json_safe, prepare_data, train_run
+    from scale_sae.runs import _write_json, prepare_data, train_run
     t0 = time.perf_counter()
     for _, arch, run_cfg in sweep(cfg, archs, ks, es): check_buildable(arch, run_cfg)  # before any model is loaded
     data = prepare_data(cfg, progress=progress)
@@ -118,7 +118,7 @@ def run_compare(cfg, ks, archs, es=None, resume=True, progress=True):
     report = write_report(out / "report.html", headline, pareto_charts(table),
                           notes=f"model {cfg.model}, layer {cfg.layer}, corpus {cfg.corpus}, d_sae {cfg.d_sae}, "
                                 f"{cfg.n_experts} experts, {cfg.n_steps} steps of {cfg.batch_size} tokens")
-    (out / "results.json").write_text(json.dumps(json_safe(dict(config=cfg.to_dict(), results=results)), indent=1))
+    _write_json(out / "results.json", dict(config=cfg.to_dict(), results=results))
     return results, table, report
 
 def run_command(argv=None):

@@ -72,7 +72,7 @@ def _check_data_file(path: Path, builder: str):
     if size == 0: raise ValueError(f"{path} is empty; put the corpus text in it or remove it")
     if builder == "parquet": return
     with open(path, "rb") as f: head = f.read(1 << 16)
-    if b"\0" in head: raise ValueError(f"{path} is binary (it holds NUL bytes), not {builder} text; pass a text file")
+    if b"\0" in head: raise ValueError(f"{path} is binary (it holds NUL bytes), not {builder} data; pass a text file")
     try: text = head.decode("utf-8")
     except UnicodeDecodeError as err:
         if err.start < len(head) - 3 or size <= len(head):  # a character cut by the end of the sample is fine

@@ -34,10 +34,10 @@ def geometric_median(x: torch.Tensor, n_iter: int = 200, tol: float = 1e-7) -> t
 
 # %% ../nbs/01_dense_sae.ipynb #a252919a
 def check_int(name, value, minimum=1):
-    "`value` if it is an int (not a float or bool) of at least `minimum`; otherwise an error naming `name`."
+    "`value` if it is an int (not a float or bool) of at least `minimum` (None: any); otherwise an error naming `name`."
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name}={value!r} must be an int, not {type(value).__name__}")
-    if value < minimum: raise ValueError(f"{name}={value} must be at least {minimum}")
+    if minimum is not None and value < minimum: raise ValueError(f"{name}={value} must be at least {minimum}")
     return value
 
 def check_number(name, value, minimum=0.0):
@@ -86,7 +86,7 @@ class BaseSAE(nn.Module):
 
     def __init__(self, d_in: int, d_sae: int, k: int, dead_tokens: int = 10_000_000, **extra_cfg):
         super().__init__()
-        for name, v in (("d_in", d_in), ("d_sae", d_sae), ("k", k)): check_int(name, v)
+        check_int("d_in", d_in); check_int("d_sae", d_sae); check_int("k", k, minimum=None)
         check_int("dead_tokens", dead_tokens, minimum=0)
         if not 0 < k <= d_sae: raise ValueError(f"k={k} must be between 1 and d_sae={d_sae}")
         self.cfg = dict(d_in=d_in, d_sae=d_sae, k=k, dead_tokens=dead_tokens, **extra_cfg)
@@ -297,6 +297,7 @@ def write_dir_atomically(path, write, allowed=None):
     """Create the directory `path` with `write(tmp_dir)` into a hidden sibling, then swap it in: a crash at any moment
     leaves the old directory or the new one, never a mix. An existing `path` may hold only the names in `allowed`."""
     path = Path(path)
+    if path.is_symlink(): path = path.resolve()  # swap the directory the link points to, not the link
     path.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(path)
     if path.exists() and not path.is_dir(): raise NotADirectoryError(f"{path} is a file; save into a directory")

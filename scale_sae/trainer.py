@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 # %% ../nbs/01a_trainer.ipynb #008ad71b
 import hashlib, warnings
 from pathlib import Path
-from .sae import check_int, check_number, _refuse_nonfinite
+from .sae import check_int, check_number, _pid_alive, _refuse_nonfinite
 
 # %% ../nbs/01a_trainer.ipynb #9a0832d6
 def paper_lr(d_sae: int) -> float:
@@ -267,7 +267,7 @@ def save_checkpoint(state, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f"{path.name}.tmp*"):  # left by a writer that was killed
         pid = stale.name[len(path.name) + 4:]
-        if pid.isdigit() and int(pid) != os.getpid(): stale.unlink(missing_ok=True)
+        if pid.isdigit() and not _pid_alive(int(pid)): stale.unlink(missing_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     torch.save({**state, "sha256": state_digest(state)}, tmp)
     with open(tmp, "rb") as f: os.fsync(f.fileno())

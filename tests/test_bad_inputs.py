@@ -69,6 +69,13 @@ def checkpoint_both_damaged(tmp, how):
     return ckpt
 
 
+def nan_checkpoint(tmp):
+    "A checkpoint whose weights hold a NaN (written around `save_checkpoint`, which refuses them)."
+    state = trained_trainer().state_dict(); state["sae"]["W_dec"][1, 2] = float("inf")
+    torch.save(state, tmp / "checkpoint.pt")
+    return tmp / "checkpoint.pt"
+
+
 def nan_weights_dir(tmp):
     "An SAE directory whose weights hold a NaN (written around `save`, which refuses them)."
     from safetensors.torch import load_file, save_file
@@ -154,6 +161,8 @@ ERRORS = [
     # checkpoints
     *[(f"checkpoint {how}", lambda t, how=how: Trainer(TopKSAE(16, 64, 4), 8, lr=1e-3).load(checkpoint_both_damaged(t, how)),
        ValueError, r"no usable checkpoint: .*checkpoint\.pt.*--no-resume") for how in ("truncated", "empty", "random", "bitflip")],
+    ("checkpoint NaN weights", lambda t: Trainer(TopKSAE(16, 64, 4), 8, lr=1e-3).load(nan_checkpoint(t)),
+     ValueError, r"no usable checkpoint: .*checkpoint\.pt cannot be resumed: NaN or infinite values in W_dec"),
     ("checkpoint other n_steps", lambda t: Trainer(TopKSAE(16, 64, 4), 20, lr=1e-3).load_state_dict(trained_trainer().state_dict()),
      ValueError, r"n_steps=8 but this one has n_steps=20"),
     ("checkpoint other lr", lambda t: Trainer(TopKSAE(16, 64, 4), 8, lr=1e-2).load_state_dict(trained_trainer().state_dict()),
@@ -184,6 +193,9 @@ ERRORS = [
     ("cli eval-ctxs 0", cli_error(["compare", "--eval-ctxs", "0"]), SystemExit, r"eval_ctxs=0 must be at least 1"),
     ("cli compare e 99", cli_error(["compare", "--e", "99"]), SystemExit, r"e=99 active experts"),
     ("cli train e 2,99", cli_error(["train", "--arch", "scale", "--e", "2,99"]), SystemExit, r"e=99 active experts"),
+    ("cli compare into a locked out", lambda t: ((t / ".lock").write_text(json.dumps(dict(
+        pid=os.getpid(), host=socket.gethostname(), since="now", command="scale-sae compare"))), cli_error(["compare"])(t)),
+     SystemExit, rf"being written by another run: pid {os.getpid()} on .*scale-sae compare"),
     ("cli eval damaged sae", lambda t: (damage(saved_sae(t) / "cfg.json", "random"), cli_error(["eval", str(t / "sae")])(t)),
      SystemExit, r"cfg\.json is not valid JSON"),
     # corpora and models
@@ -378,6 +390,42 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     assert any("previous checkpoint" in str(w.message) and str(ckpt) in str(w.message) for w in caught)
     for (n, a), b in zip(straight["sae"].state_dict().items(), resumed["sae"].state_dict().values()):
         assert torch.equal(a, b), n
+
+
+# ---- kill -9 during training (checkpoint writes included), then resume: bit-exact
+
+def _slow_run_cfg(out): return tiny_cfg(out, n_steps=40, ckpt_every=1)
+
+
+def _train_slowly(out):
+    "Child process: the run of `_slow_run_cfg`, slowed so that a kill lands part-way, checkpointing every step."
+    cfg = _slow_run_cfg(out)
+    data = tiny_data(cfg)
+    slow = dataclasses.replace(data, make_batches=lambda: (x for x in data.make_batches() if not time.sleep(0.03)))
+    train_run(cfg, "topk", data=slow, name="run", progress=False, final_eval=False)
+
+
+def test_kill_during_training_then_resume_is_bit_exact(tmp_path):
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "scale_sae.runs"])
+    cfg = _slow_run_cfg(tmp_path / "straight")
+    straight = train_run(cfg, "topk", data=tiny_data(cfg), name="run", progress=False, final_eval=False)
+    rng, steps = random.Random(1), []
+    for trial in range(6):
+        out = tmp_path / f"killed{trial}"
+        child = ctx.Process(target=_train_slowly, args=(out,), daemon=True); child.start()
+        deadline = time.time() + 60
+        while not (out / "run" / "checkpoint.pt").exists() and time.time() < deadline: time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.9))
+        os.kill(child.pid, signal.SIGKILL); child.join()
+        assert child.exitcode == -signal.SIGKILL, "the kill must land before the run ends"
+        ckpt = out / "run" / "checkpoint.pt"
+        found = ckpt if ckpt.exists() else previous_checkpoint(ckpt)
+        steps.append(torch.load(found, weights_only=False)["step"])
+        resumed = train_run(_slow_run_cfg(out), "topk", data=tiny_data(cfg), name="run", progress=False, final_eval=False)
+        for (n, a), b in zip(straight["sae"].state_dict().items(), resumed["sae"].state_dict().values()):
+            assert torch.equal(a, b), (trial, n)
+    assert len(set(steps)) > 1 and max(steps) < 40, f"the kills should land at different steps: {steps}"
 
 
 # ---- inputs that are accepted
