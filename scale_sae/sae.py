@@ -261,6 +261,7 @@ def _fsync(path):
 
 def _pid_alive(pid: int) -> bool:
     "Whether a process `pid` runs on this machine (one owned by another user counts as running)."
+    if os.name == "nt": return True  # Windows has no signal 0 (os.kill would end the process): assume it runs
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
     except PermissionError: return True

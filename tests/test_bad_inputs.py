@@ -405,6 +405,7 @@ def _train_slowly(out):
     train_run(cfg, "topk", data=slow, name="run", progress=False, final_eval=False)
 
 
+@pytest.mark.filterwarnings("ignore:resuming from the previous checkpoint")  # a kill between the two renames
 def test_kill_during_training_then_resume_is_bit_exact(tmp_path):
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "scale_sae.runs"])
