@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Iterator
 
 # %% auto #0
-__all__ = ['IN_CI', 'DOC_PACKAGES', 'sized', 'load_corpus', 'python_docs_corpus', 'package_docs_corpus']
+__all__ = ['IN_CI', 'DOC_PACKAGES', 'sized', 'load_corpus', 'hub_unreachable', 'require_hub', 'python_docs_corpus',
+           'package_docs_corpus']
 
 # %% ../nbs/00_corpora.ipynb #da323424
 IN_CI = bool(os.environ.get("CI"))
@@ -36,7 +37,9 @@ def _local_data_files(path: Path) -> tuple[str, list[str]]:
         raise ValueError(f"Unsupported file type {path.suffix!r}; use one of {sorted(_BUILDERS)}.")
     if len(builders) > 1:
         raise ValueError(f"{path} mixes file types {sorted(builders)}; keep one format per corpus folder.")
-    return builders.pop(), [str(p) for p in files]
+    builder = builders.pop()
+    for p in files: _check_data_file(p, builder)
+    return builder, [str(p) for p in files]
 
 def load_corpus(name_or_path, split="train", streaming=False, text_column="text", **kw):
     "A text dataset with a `text` column: a hub id via `datasets.load_dataset`, or a local file/folder."
@@ -50,6 +53,7 @@ def load_corpus(name_or_path, split="train", streaming=False, text_column="text"
         raise FileNotFoundError(f"No file or folder {name_or_path!r}. Fix the path, or pass a hub dataset id such as "
                                 "'Skylion007/openwebtext' (needs network).")
     else:
+        require_hub(name_or_path, "dataset", "pass the path of a local .txt/.json/.jsonl/.csv/.parquet file or folder")
         ds = datasets.load_dataset(name_or_path, split=split, streaming=streaming, **kw)
     cols = ds.column_names
     if text_column != "text":
@@ -60,6 +64,46 @@ def load_corpus(name_or_path, split="train", streaming=False, text_column="text"
     elif cols is not None and "text" not in cols:
         raise KeyError(f"No 'text' column in {cols}; pass text_column= the column that holds the text.")
     return ds
+
+# %% ../nbs/00_corpora.ipynb #f5a33f32
+def _check_data_file(path: Path, builder: str):
+    "Refuse an empty file, and a text-format file that is binary or not UTF-8, naming it."
+    size = path.stat().st_size
+    if size == 0: raise ValueError(f"{path} is empty; put the corpus text in it or remove it")
+    if builder == "parquet": return
+    with open(path, "rb") as f: head = f.read(1 << 16)
+    if b"\0" in head: raise ValueError(f"{path} is binary (it holds NUL bytes), not {builder} data; pass a text file")
+    try: text = head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3 or size <= len(head):  # a character cut by the end of the sample is fine
+            raise ValueError(f"{path} is not UTF-8 text (invalid byte at offset {err.start}); convert it to UTF-8 "
+                             "or remove it") from None
+        text = head[:err.start].decode("utf-8")
+    if size <= len(head) and not text.strip(): raise ValueError(f"{path} holds only whitespace; put the corpus text in it")
+
+_TRUE = ("1", "true", "yes", "on")
+
+@lru_cache(maxsize=None)
+def hub_unreachable() -> str | None:
+    "Why the Hugging Face hub cannot be reached from here (offline mode, or no answer within 3 s), or None if it can."
+    import urllib.error, urllib.request
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").lower() in _TRUE: return f"{var} is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try: urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=3)
+    except urllib.error.HTTPError: return None  # the server answered
+    except (urllib.error.URLError, OSError) as err: return f"{endpoint} cannot be reached ({getattr(err, 'reason', err)})"
+    return None
+
+def _in_hub_cache(name: str, kind: str) -> bool:
+    from huggingface_hub import constants
+    return (Path(constants.HF_HUB_CACHE) / f"{kind}s--{name.replace('/', '--')}").exists()
+
+def require_hub(name: str, kind: str, local_hint: str):
+    "Fail at once, naming why, when `name` (a hub `kind`: 'dataset' or 'model') would have to come from a hub that cannot be reached."
+    if _in_hub_cache(name, kind) or (why := hub_unreachable()) is None: return
+    raise FileNotFoundError(f"{name!r} is not a local file or folder, and as a hub {kind} id it cannot be fetched: {why}. "
+                            f"Check the name, or {local_hint}.")
 
 # %% ../nbs/00_corpora.ipynb #411562c7
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "__pycache__", "turtledemo", "ensurepip", "tkinter"}

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .corpora import _python_docs_texts
+from .corpora import _python_docs_texts, require_hub
 
 # %% auto #0
 __all__ = ['NAMED_LMS', 'TINY_LM_VERSION', 'TINY_LM_RECIPE', 'SMOLLM2_GGUF', 'SMOLLM2_HUB_ID', 'load_lm', 'tiny_lm',
@@ -23,11 +23,19 @@ def _resolve_model_name(name_or_dir) -> tuple[str, dict]:
     name_or_dir = str(name_or_dir)
     if name_or_dir in NAMED_LMS: return NAMED_LMS[name_or_dir]()
     local = Path(name_or_dir).expanduser()
-    if local.exists(): return str(local), {}
+    if local.exists(): return _check_model_dir(local), {}
     if name_or_dir.startswith(("/", "./", "../", "~")):
         raise FileNotFoundError(f"No model folder {name_or_dir!r}. Fix the path, or pass a hub id such as 'gpt2' (needs network) "
                                 f"or one of the named models {sorted(NAMED_LMS)}.")
+    require_hub(name_or_dir, "model", f"pass a folder written by save_pretrained or one of the named models {sorted(NAMED_LMS)}")
     return name_or_dir, {}
+
+def _check_model_dir(path: Path) -> str:
+    "`path` as a string if it is a folder `from_pretrained` can read (a config.json, or a GGUF file), else a clear error."
+    if not path.is_dir() or not ((path / "config.json").exists() or any(path.glob("*.gguf"))):
+        raise ValueError(f"{path} is not a model folder: it has no config.json (what `model.save_pretrained` writes). "
+                         f"Pass such a folder, a hub id such as 'gpt2', or one of the named models {sorted(NAMED_LMS)}.")
+    return str(path)
 
 # names `load_lm` understands besides hub ids and folders, each with a function giving (source, from_pretrained
 # keyword arguments); this module fills it below

@@ -10,7 +10,7 @@ __all__ = ['GATES', 'DISPATCH', 'load_balance', 'group_by_expert', 'dispatch_spa
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .sae import BaseSAE
+from .sae import BaseSAE, check_int, check_number
 
 # %% ../nbs/02_switch_sae.ipynb #ee369699
 GATES = {
@@ -79,6 +79,7 @@ class RoutedSAE(BaseSAE):
     "Mixture-of-experts SAE machinery: route each token to `e` of `n_experts` experts, Top-K over their latents."
     def __init__(self, d_in, d_sae, k, n_experts, e=1, gate='prob', dispatch='auto', lb_coef=3.0,
                  dead_tokens=10_000_000, enc_bias=True, router_bias=True, **extra_cfg):
+        check_int("n_experts", n_experts); check_int("e", e); check_number("lb_coef", lb_coef)
         if d_sae % n_experts: raise ValueError(f"d_sae={d_sae} must be divisible by n_experts={n_experts}")
         if not 1 <= e <= n_experts: raise ValueError(f"e={e} active experts must be between 1 and n_experts={n_experts}")
         if k > e * (d_sae // n_experts):
