@@ -11,12 +11,13 @@ from safetensors.torch import load_file
 # One training run, in whichever process runs it: the `world` processes of a launch each call `train` with their rank.
 # Batches are float64 and a function of the step only; process r trains on the r-th half of each.
 WORKER = textwrap.dedent("""
-    import os, sys, torch
-    import torch.distributed as dist
+    import sys, torch
+    from pathlib import Path
     from scale_sae.synthetic import SyntheticData
     from scale_sae.trainer import Trainer
 
     N_STEPS, BATCH = 24, 64
+    ARCHS = ("scale", "topk")
 
     def build(arch):
         torch.manual_seed(0)
@@ -38,36 +39,44 @@ WORKER = textwrap.dedent("""
         trainer.fit(lambda step: batch(step).chunk(world)[rank], until=until, progress=False)
         return trainer
 
-    if __name__ == "__main__":
-        arch, until, state_in, state_out = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None, sys.argv[4]
+    if __name__ == "__main__":  # one launch of several processes does every multi-process run the tests compare
+        out = Path(sys.argv[1])
         from scale_sae.runs import init_data_parallel
         rank, world = init_data_parallel("cpu", timeout_s=60)
-        trainer = train(arch, until, state_in, rank, world)
-        torch.save(trainer.state_dict(), f"{state_out}.rank{rank}")
+        save = lambda trainer, name: torch.save(trainer.state_dict(), out / f"{name}.rank{rank}.pt")
+        for arch in ARCHS:
+            trainer = train(arch, N_STEPS // 2, rank=rank, world=world)
+            save(trainer, f"{arch}-half")
+            trainer.fit(lambda step: batch(step).chunk(world)[rank], progress=False)
+            save(trainer, f"{arch}-full")
+        save(train("topk", N_STEPS, out / "topk-half-one-process.pt", rank, world), "topk-resumed")
 """)
 ns = {}
 exec(WORKER, ns)  # the same `train` in this process: the single-process reference
+N_STEPS = ns["N_STEPS"]
 
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
-def launch(world, args, timeout=180, script=WORKER):
-    "Start `world` processes as torchrun would (env:// rendezvous), wait for all; returns their CompletedProcess-like list."
+def launch(world, script, args, timeout=300):
+    "Start `world` processes as torchrun would (env:// rendezvous); their (returncode, stderr) once all have ended."
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, "-c", script, *map(str, args)], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(world)]
-    outs = []
-    for p in procs:
-        out, err = p.communicate(timeout=timeout)
-        outs.append((p.returncode, out, err))
-    return outs
+                              stderr=subprocess.PIPE, text=True) for r in range(world)]
+    try: return [(p.wait(timeout), p.stderr.read()) for p in procs]
+    finally:
+        for p in procs: p.kill(); p.wait()
 
-def run_workers(world, arch, until, state_in, state_out):
-    for rc, out, err in launch(world, [arch, until, state_in or "", state_out]):
-        assert rc == 0, err[-3000:]
-    return [torch.load(f"{state_out}.rank{r}", weights_only=False) for r in range(world)]
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    "Every run of the two-process launch, by name (and rank), plus the single-process runs they are compared with."
+    out = tmp_path_factory.mktemp("dp")
+    torch.save(ns["train"]("topk", N_STEPS // 2).state_dict(), out / "topk-half-one-process.pt")
+    for rc, err in launch(2, WORKER, [out]): assert rc == 0, err[-3000:]
+    runs = {p.name[:-len(".pt")]: torch.load(p, weights_only=False) for p in out.glob("*.rank*.pt")}
+    return runs, {arch: ns["train"](arch, N_STEPS) for arch in ns["ARCHS"]}
 
 def assert_same_weights(a, b, atol=1e-5):
     assert a.keys() == b.keys()
@@ -76,29 +85,30 @@ def assert_same_weights(a, b, atol=1e-5):
 
 
 @pytest.mark.parametrize("arch", ["scale", "topk"])
-def test_two_processes_equal_one(arch, tmp_path):
-    one = ns["train"](arch, ns["N_STEPS"])
-    two = run_workers(2, arch, ns["N_STEPS"], None, tmp_path / "two")
-    for a, b in zip(two[0]["sae"].values(), two[1]["sae"].values()): assert torch.equal(a, b)  # every process the same
-    assert_same_weights(one.sae.state_dict(), two[0]["sae"])  # the batch-statistic counters are compared too
+def test_two_processes_equal_one(arch, two_processes):
+    runs, single = two_processes
+    one, two = single[arch], runs[f"{arch}-full.rank0"]
+    for a, b in zip(two["sae"].values(), runs[f"{arch}-full.rank1"]["sae"].values()):
+        assert torch.equal(a, b)  # every process holds the same weights
+    assert two["step"] == N_STEPS
+    assert_same_weights(one.sae.state_dict(), two["sae"])  # the dead-latent counters are compared too
     # the run exercised what needs all-reduces: load balancing (Scale), AuxK on dead latents (TopK)
     assert all(("lb" if arch == "scale" else "aux") in rec for rec in one.history[-5:])
-    for rec_one, rec_two in zip(one.history, two[0]["history"]):  # logged losses are the whole batch's
+    assert len(one.history) == len(two["history"]) == N_STEPS
+    for rec_one, rec_two in zip(one.history, two["history"]):  # logged losses are the whole batch's
         assert rec_one["step"] == rec_two["step"] and abs(rec_one["loss"] - rec_two["loss"]) <= 1e-6 * abs(rec_one["loss"])
-    assert one.history[-1]["loss"] < one.history[0]["loss"]
+    assert one.history[-1]["mse"] < one.history[0]["mse"]
 
 
-def test_resume_with_another_number_of_processes(tmp_path):
-    n, half = ns["N_STEPS"], ns["N_STEPS"] // 2
-    straight = ns["train"]("topk", n).sae.state_dict()
+def test_resume_with_another_number_of_processes(two_processes, tmp_path):
+    runs, single = two_processes
+    straight = single["topk"].sae.state_dict()
     # two processes, then one
-    first = run_workers(2, "topk", half, None, tmp_path / "first")[0]
-    torch.save(first, tmp_path / "after_two.pt")
-    assert first["step"] == half
-    assert_same_weights(straight, ns["train"]("topk", n, tmp_path / "after_two.pt").sae.state_dict())
+    assert runs["topk-half.rank0"]["step"] == N_STEPS // 2
+    torch.save(runs["topk-half.rank0"], tmp_path / "after_two.pt")
+    assert_same_weights(straight, ns["train"]("topk", N_STEPS, tmp_path / "after_two.pt").sae.state_dict())
     # one process, then two
-    torch.save(ns["train"]("topk", half).state_dict(), tmp_path / "after_one.pt")
-    assert_same_weights(straight, run_workers(2, "topk", n, tmp_path / "after_one.pt", tmp_path / "second")[0]["sae"])
+    assert_same_weights(straight, runs["topk-resumed.rank0"]["sae"])
 
 
 def test_batch_that_does_not_split_fails_before_work(monkeypatch):
@@ -127,11 +137,10 @@ def test_a_missing_process_is_an_error_not_a_hang():
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2", OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, "-c", STALLED], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
                               stderr=subprocess.PIPE, text=True) for r in range(2)]
-    try:
-        _, err = procs[0].communicate(timeout=50)
+    try: rc, err = procs[0].wait(timeout=50), procs[0].stderr.read()
     finally:
-        procs[1].kill(); procs[1].wait()
-    assert procs[0].returncode != 0 and "timed out" in err.lower(), err[-2000:]
+        for p in procs: p.kill(); p.wait()
+    assert rc != 0 and "timed out" in err.lower(), err[-2000:]
     assert time.time() - t0 < 50
 
 
