@@ -24,7 +24,7 @@ def geometric_median(x: torch.Tensor, n_iter: int = 200, tol: float = 1e-7, glob
         # one sum carries both numerator and denominator, so data parallelism costs one all-reduce per iteration
         sums = total(torch.cat([(w[:, None] * x).sum(0), w.sum()[None]]))
         return sums[:-1] / sums[-1]
-    median = weighted_mean(torch.ones(len(x), dtype=x.dtype, device=x.device))
+    median = x.mean(0) if global_sum is None else weighted_mean(torch.ones(len(x), dtype=x.dtype, device=x.device))
     for _ in range(n_iter):
         # clamping keeps a data point that coincides with the estimate from getting infinite weight
         weights = 1 / (x - median).norm(dim=1).clamp_min(1e-8)
@@ -126,7 +126,8 @@ class BaseSAE(nn.Module):
     @torch.no_grad()
     def init_from_batch(self, x):
         "Data-dependent initialisation from the first training batch: `b_dec` at its geometric median."
-        self.b_dec.copy_(geometric_median(self._flat(x), global_sum=self.global_sum))
+        shared = self.dp_group is not None and self.training  # the median of every process's rows
+        self.b_dec.copy_(geometric_median(self._flat(x), global_sum=self.global_sum if shared else None))
 
     @torch.no_grad()
     def normalize_decoder(self):
