@@ -111,6 +111,24 @@ def test_resume_with_another_number_of_processes(two_processes, tmp_path):
     assert_same_weights(straight, runs["topk-resumed.rank0"]["sae"])
 
 
+def test_cache_shares_make_up_the_batch(tmp_path):
+    "Process r of W reads the r-th consecutive part of the batch one process would read, from any shard."
+    import numpy as np
+    from scale_sae.cache import ActivationCache
+    acts = np.random.default_rng(0).standard_normal((300, 4)).astype(np.float16)
+    shards = []
+    for i, part in enumerate(np.split(acts, [70, 160])):  # three shards of unequal sizes
+        np.save(tmp_path / f"s{i}.npy", part); shards.append(dict(acts=f"s{i}.npy", n_rows=len(part)))
+    (tmp_path / "manifest.json").write_text(json.dumps(dict(settings=dict(layer=0, dtype="float16"), shards=shards, complete=True)))
+    cache = ActivationCache(tmp_path)
+    whole = cache.batch_fn(60, seed=3)
+    for world in (2, 3, 4):
+        parts = [cache.batch_fn(60, 3, None, rank, world) for rank in range(world)]
+        for step in (0, 4, 7):  # 7 is in the second epoch
+            assert torch.equal(torch.cat([part(step) for part in parts]), whole(step))
+    with pytest.raises(ValueError, match="multiple of 7"): cache.batch_fn(60, 3, None, 0, 7)
+
+
 def test_batch_that_does_not_split_fails_before_work(monkeypatch):
     from scale_sae.cli import main
     monkeypatch.setenv("WORLD_SIZE", "3")
