@@ -109,17 +109,22 @@ class ActivationCache:
             self._norms = torch.cat([torch.from_numpy(np.linalg.norm(a.astype(np.float32), axis=1)) for a in self._acts])
         return self._norms
 
-    def batch_fn(self, batch_size: int, seed: int = 0, max_norm: float | None = None):
+    def batch_fn(self, batch_size: int, seed: int = 0, max_norm: float | None = None, rank: int = 0, world_size: int = 1):
         """A function `step -> (batch_size, d_in)` batch: each epoch a fresh permutation of the rows, fixed by `seed`.
-        With `max_norm`, rows of a larger norm are left out (see `outlier_threshold`)."""
+        With `max_norm`, rows of a larger norm are left out (see `outlier_threshold`). With `world_size` processes,
+        process `rank` gets its share of each of those batches: the `rank`-th of `world_size` equal consecutive parts."""
+        if batch_size % world_size:
+            raise ValueError(f"batch_size={batch_size} does not split into {world_size} equal shares; use a multiple of {world_size}.")
         rows = torch.arange(self.n_tokens) if max_norm is None else (self.norms() <= max_norm).nonzero().squeeze(1)
         per_epoch = len(rows) // batch_size
         if per_epoch == 0: raise ValueError(f"batch_size={batch_size} exceeds the {len(rows):,} cached tokens in use.")
+        share = batch_size // world_size
         perms = {}
         def batch(step: int) -> torch.Tensor:
             epoch, i = divmod(step, per_epoch)
             if epoch not in perms: perms.clear(); perms[epoch] = rows[self.order(epoch, seed, len(rows))]
-            return self.rows(perms[epoch][i * batch_size:(i + 1) * batch_size])
+            start = i * batch_size + rank * share
+            return self.rows(perms[epoch][start:start + share])
         return batch
 
     def order(self, epoch: int, seed: int = 0, n: int | None = None) -> torch.Tensor:

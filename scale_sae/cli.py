@@ -77,6 +77,8 @@ def build_parser():
                        help="starting configuration (default: %(default)s)")
         p.add_argument("--no-resume", action="store_true", help="start over instead of resuming checkpoints")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--dist-timeout", type=float, default=1800, metavar="SECONDS",
+                       help="under torchrun: how long a process waits for the others before failing (%(default)s)")
         _add_config_flags(p)
     p = sub.add_parser("compare", help="train several architectures and write a comparison report")
     p.add_argument("--archs", default="topk,switch,scale", help="comma-separated architectures (%(default)s)")
@@ -101,16 +103,18 @@ def _print_table(table):
 def run_compare(cfg, ks, archs, es=None, resume=True, progress=True):
     "Train every architecture at every k (and e) on shared data; returns (results, table, report path)."
     from scale_sae.evaluate import TABLE_COLUMNS, compare, pareto_charts, write_report
-    from scale_sae.runs import _write_json, prepare_data, train_run
+    from scale_sae.runs import _write_json, prepare_data, process_rank, train_run
     t0 = time.perf_counter()
     for _, arch, run_cfg in sweep(cfg, archs, ks, es): check_buildable(arch, run_cfg)  # before any model is loaded
     data = prepare_data(cfg, progress=progress)
-    results = {}
+    results, rank = {}, process_rank()[0]
     for name, arch, run_cfg in sweep(cfg, archs, ks, es):
         run = train_run(run_cfg, arch, resume=resume, data=data, name=name, progress=progress)
+        if rank > 0: continue  # process 0 alone evaluates and reports
         results[name] = run["metrics"]
         print(f"{name}: mse {run['metrics']['mse']:.4g}, duplicate fraction "
               f"{run['metrics']['duplicate_fraction']:.3f} ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+    if rank > 0: return results, None, None
     table = compare(results)
     out = Path(cfg.out_dir)
     # the report shows the headline columns; results.json keeps every metric
@@ -121,14 +125,27 @@ def run_compare(cfg, ks, archs, es=None, resume=True, progress=True):
     _write_json(out / "results.json", dict(config=cfg.to_dict(), results=results))
     return results, table, report
 
+def _join_processes(args, cfg) -> int:
+    "Under torchrun: check the launch, join the other processes and return this one's rank; 0 otherwise."
+    import os
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1: return 0
+    if args.command == "eval":
+        raise SystemExit("`scale-sae eval` runs in one process: start it without torchrun")
+    from scale_sae.runs import check_world_size, init_data_parallel, resolve_device
+    check_world_size(cfg, world)  # before the processes wait for each other
+    return init_data_parallel(resolve_device(cfg), args.dist_timeout)[0]
+
 def run_command(argv=None):
     "Run the `scale-sae` command line `argv` (default: the process's arguments); errors propagate."
     args = build_parser().parse_args(argv)
     cfg, ks, es = config_from_args(args)
     progress, resume = not args.quiet, not args.no_resume
+    rank = _join_processes(args, cfg)
     if args.command == "compare":
         archs = [a.strip() for a in args.archs.split(",") if a.strip()]
         results, table, report = run_compare(cfg, ks, archs, es, resume=resume, progress=progress)
+        if rank > 0: return 0
         _print_table(table)
         print(f"report: {report}\nresults: {Path(cfg.out_dir) / 'results.json'}")
     elif args.command == "train":
@@ -137,6 +154,7 @@ def run_command(argv=None):
         for _, arch, run_cfg in sweep(cfg, [args.arch], ks, es): check_buildable(arch, run_cfg)
         for name, arch, run_cfg in sweep(cfg, [args.arch], ks, es):
             run = train_run(run_cfg, arch, resume=resume, progress=progress, name=name)
+            if rank > 0: continue
             _print_table(compare({name: run["metrics"]}))
             print(f"saved: {run['path'] / 'sae'}")
     elif args.command == "eval":
@@ -163,3 +181,7 @@ def main(argv=None):
     except USER_ERRORS as err:
         print(f"scale-sae: error: {err}", file=sys.stderr)
         return 1
+
+# %% ../nbs/05b_cli.ipynb #961a0aa3
+#| eval: false
+if __name__ == "__main__": raise SystemExit(main())  # `python -m scale_sae.cli`, as torchrun starts it

@@ -7,7 +7,7 @@ __all__ = ['AUTOCAST_DTYPES', 'PRESETS', 'COMPARE_KS', 'ARCHITECTURES', 'RESUMAB
            'default_preset', 'RunData', 'resolve_device', 'load_run_model', 'load_run_corpus', 'activations_of',
            'activation_cache', 'prepare_data', 'cached', 'synthetic_data', 'RunLockedError', 'run_lock', 'holding_lock',
            'check_buildable', 'check_ctx_len', 'result_settings', 'reusable_metrics', 'build_sae', 'seed_everything',
-           'json_safe', 'train_run']
+           'json_safe', 'train_run', 'check_world_size', 'init_data_parallel', 'process_0_first']
 
 # %% ../nbs/05_runs.ipynb #9aac9e08
 import dataclasses, json, math, os, random, shutil
@@ -23,7 +23,7 @@ from .lm import load_lm, tiny_lm
 from .hooks import residual_stream
 from .buffer import ActivationBuffer, token_contexts
 from .synthetic import SyntheticData
-from .trainer import Trainer
+from .trainer import Trainer, process_rank
 
 # %% ../nbs/05_runs.ipynb #9aa089a4
 import functools, inspect, socket, sys, time, typing
@@ -198,7 +198,14 @@ def activation_cache(cfg, model, tokenizer, train_docs, progress=True):
                                  progress=progress)
 
 def prepare_data(cfg, progress=True) -> RunData:
-    "Model, held-out evaluation data and a factory of training activation buffers for `cfg`."
+    """Model, held-out evaluation data and a factory of training activation buffers for `cfg`. When training
+    data-parallel, the training batches are this process's shares, and process 0 prepares first (see below)."""
+    rank, world = process_rank()
+    if world == 1: return _prepare_data(cfg, progress)
+    check_world_size(cfg, world)
+    with process_0_first(): return _prepare_data(cfg, progress and rank == 0)
+
+def _prepare_data(cfg, progress):
     if cfg.max_norm_ratio and not cfg.cache_tokens:
         raise ValueError("max_norm_ratio needs cache_tokens > 0 (the threshold comes from the cache's norms)")
     model, tokenizer = load_run_model(cfg)
@@ -215,12 +222,16 @@ def prepare_data(cfg, progress=True) -> RunData:
         cache = activation_cache(cfg, model, tokenizer, train_docs, progress)
         max_norm = outlier_threshold(cache.norms(), cfg.max_norm_ratio) if cfg.max_norm_ratio else None
         if max_norm is not None: eval_x = eval_x[eval_x.norm(dim=1) <= max_norm]
-        return RunData(lambda: cache.batch_fn(cfg.batch_size, cfg.seed, max_norm), eval_x.shape[-1], eval_x, model,
+        return RunData(lambda: cache.batch_fn(cfg.batch_size, cfg.seed, max_norm, *process_rank()), eval_x.shape[-1], eval_x, model,
                        tokenizer, eval_tokens, cfg.layer, skip_first=cfg.skip_first, cache=cache, max_norm=max_norm)
+    rank, world = process_rank()
+    if world > 1:  # each process reads its own documents
+        from datasets.distributed import split_dataset_by_node
+        train_docs = split_dataset_by_node(train_docs, rank=rank, world_size=world)
     def stream():
         return ActivationBuffer(model, tokenizer, train_docs, cfg.layer, ctx_len=cfg.ctx_len, n_ctxs=cfg.n_ctxs,
-                                batch_size=cfg.batch_size, model_batch_size=cfg.model_batch_size, seed=cfg.seed,
-                                progress=progress)
+                                batch_size=cfg.batch_size // world, model_batch_size=cfg.model_batch_size,
+                                seed=cfg.seed, progress=progress)
     make_batches = cached(stream, cfg.cache_batches, progress) if cfg.cache_batches else stream
     return RunData(make_batches, eval_x.shape[-1], eval_x, model, tokenizer, eval_tokens, cfg.layer)
 
@@ -297,6 +308,8 @@ def holding_lock(lock_of):
         sig = inspect.signature(fn)
         @functools.wraps(fn)
         def locked(*args, **kwargs):
+            # under torchrun, process 0 holds the lock for every process of the run
+            if process_rank()[0] != 0: return fn(*args, **kwargs)
             bound = sig.bind(*args, **kwargs); bound.apply_defaults()
             with run_lock(lock_of(**bound.arguments)): return fn(*args, **kwargs)
         return locked
@@ -379,8 +392,10 @@ def train_run(cfg, arch, resume=True, data=None, name=None, until=None, progress
     path = Path(cfg.out_dir) / (name or arch)
     ckpt = path / "checkpoint.pt"
     device = resolve_device(cfg)
-    if not resume and path.exists(): shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+    rank, world = process_rank()
+    main = rank == 0  # the one process that reads and writes files
+    if main and not resume and path.exists(): shutil.rmtree(path)
+    if main: path.mkdir(parents=True, exist_ok=True)
     data = data if data is not None else prepare_data(cfg, progress=progress)
     seed_everything(cfg.seed)
     sae = build_sae(arch, cfg, data.d_in, **(sae_kwargs or {})).to(device)
@@ -392,15 +407,20 @@ def train_run(cfg, arch, resume=True, data=None, name=None, until=None, progress
     autocast = getattr(torch, cfg.autocast) if cfg.autocast and device.type == "cuda" else None
     trainer = Trainer(sae, cfg.n_steps, lr=cfg.lr, log_every=cfg.log_every, eval_fn=eval_fn,
                       eval_every=cfg.eval_every, autocast_dtype=autocast, nonfinite=cfg.nonfinite)
-    if resume and (ckpt.exists() or previous_checkpoint(ckpt).exists()):
-        state = load_checkpoint(ckpt, map_location=device)
+    state = None
+    if main and resume and (ckpt.exists() or previous_checkpoint(ckpt).exists()):
+        state = load_checkpoint(ckpt, map_location=device if world == 1 else "cpu")
+    if world > 1: state = _from_process_0(state)
+    if state is not None:
         if state.get("arch") != arch or _config_mismatch(state["run_config"], cfg):
             raise ValueError(f"{ckpt} was written by a different run ({state.get('arch')}, changes: "
                              f"{_config_mismatch(state['run_config'], cfg)}); use another out_dir or resume=False")
         trainer.load_state_dict(state)
-    _write_json(path / "config.json", dict(arch=arch, **cfg.to_dict()))
+    if world > 1: trainer.data_parallel()
+    if main: _write_json(path / "config.json", dict(arch=arch, **cfg.to_dict()))
 
     def save(trainer):
+        if not main: return
         trainer.save(ckpt, run_config=cfg.to_dict(), arch=arch)
         _write_json(path / "history.json", trainer.history)
     def on_step(trainer, losses):
@@ -410,7 +430,7 @@ def train_run(cfg, arch, resume=True, data=None, name=None, until=None, progress
         trainer.fit(data.make_batches(), until=until, progress=progress, on_step=on_step)
         save(trainer)
     result = dict(sae=sae, history=trainer.history, metrics=None, path=path, data=data, arch=arch)
-    if trainer.step < cfg.n_steps: return result
+    if trainer.step < cfg.n_steps or not main: return result
     sae.eval()
     settings = result_settings(cfg, arch, sae_kwargs)
     if (reused := reusable_metrics(path, settings)) is not None:
@@ -428,3 +448,57 @@ def train_run(cfg, arch, resume=True, data=None, name=None, until=None, progress
         _write_json(path / "metrics.json", dict(metrics, settings=settings))
         result["metrics"] = metrics
     return result
+
+# %% ../nbs/05_runs.ipynb #775e3fb2
+import threading, time
+from contextlib import contextmanager
+from datetime import timedelta
+import torch.distributed as dist
+
+# %% ../nbs/05_runs.ipynb #2927de87
+def check_world_size(cfg, world_size: int):
+    "Raise, naming the fix, when `cfg` cannot be trained by `world_size` processes; called before any work."
+    if cfg.batch_size % world_size:
+        below = cfg.batch_size // world_size * world_size
+        raise ValueError(f"batch_size={cfg.batch_size} does not split evenly over {world_size} processes: pass a "
+                         f"multiple of {world_size}, e.g. --batch-size {below or world_size} or {below + world_size}")
+
+def init_data_parallel(device=None, timeout_s: float = 1800):
+    """Join the processes `torchrun` started and return (rank, world size); (0, 1) when not started by torchrun.
+    Backend nccl on GPUs (each process on the GPU of its local rank), gloo on the CPU; a collective that waits
+    longer than `timeout_s` seconds raises."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1: return 0, 1
+    if dist.is_initialized(): return process_rank()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise ValueError(f"process {local} of this machine has no GPU of its own ({torch.cuda.device_count()} "
+                             f"visible): start at most that many with --nproc_per_node, or pass --device cpu")
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
+    if "TORCHELASTIC_RUN_ID" in os.environ: _stop_with_launcher()
+    return dist.get_rank(), dist.get_world_size()
+
+def _stop_with_launcher(poll_s=1.0):
+    "Exit when the torchrun agent that started this process is gone (torchrun starts each worker in its own session)."
+    parent = os.getppid()
+    def watch():
+        while os.getppid() == parent: time.sleep(poll_s)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="stop-with-launcher").start()
+
+@contextmanager
+def process_0_first():
+    "Run the body in process 0 first and then in the others: process 0 downloads and builds what they all read."
+    rank, world = process_rank()
+    if world > 1 and rank > 0: dist.barrier()
+    yield
+    if world > 1 and rank == 0: dist.barrier()
+
+def _from_process_0(obj):
+    "Process 0's `obj` (say a checkpoint it read), in every process."
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -19,14 +19,20 @@ from safetensors.torch import load_file, save_file
 import hashlib, inspect, math, os, shutil, tempfile, uuid
 
 # %% ../nbs/01_dense_sae.ipynb #1b43a60a
-def geometric_median(x: torch.Tensor, n_iter: int = 200, tol: float = 1e-7) -> torch.Tensor:
-    "Weiszfeld's iteration for the point minimising the summed distance to the rows of `x` (N, d)."
-    x = x.detach().float()
-    median = x.mean(0)
+def geometric_median(x: torch.Tensor, n_iter: int = 200, tol: float = 1e-7, global_sum=None) -> torch.Tensor:
+    """Weiszfeld's iteration for the point minimising the summed distance to the rows of `x` (N, d).
+    `global_sum` (a tensor -> its sum over processes) makes it the median of every process's rows together."""
+    total = global_sum or (lambda t: t)
+    x = x.detach().to(torch.promote_types(x.dtype, torch.float32))  # half precision is too coarse; float64 stays
+    def weighted_mean(w):
+        # one sum carries both numerator and denominator, so data parallelism costs one all-reduce per iteration
+        sums = total(torch.cat([(w[:, None] * x).sum(0), w.sum()[None]]))
+        return sums[:-1] / sums[-1]
+    median = x.mean(0) if global_sum is None else weighted_mean(torch.ones(len(x), dtype=x.dtype, device=x.device))
     for _ in range(n_iter):
         # clamping keeps a data point that coincides with the estimate from getting infinite weight
         weights = 1 / (x - median).norm(dim=1).clamp_min(1e-8)
-        new = (weights[:, None] * x).sum(0) / weights.sum()
+        new = weighted_mean(weights)
         moved = (new - median).norm()
         median = new
         if moved <= tol * median.norm().clamp_min(1.0): break
@@ -96,6 +102,21 @@ class BaseSAE(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(d_in))
         self.register_buffer('tokens_since_fired', torch.zeros(d_sae, dtype=torch.long))
 
+    dp_group = None  # the processes training this SAE data-parallel (set by `Trainer.data_parallel`); None: one
+
+    def global_sum(self, t):
+        "`t` summed over the processes that share each batch when training data-parallel; else `t` itself. No gradient."
+        if self.dp_group is None or not self.training: return t
+        t = t.detach().clone()
+        torch.distributed.all_reduce(t, group=self.dp_group)
+        return t
+
+    def batch_mean(self, t):
+        "Mean of `t` over its first (token) dimension, over the whole batch of every process when training data-parallel."
+        if self.dp_group is None or not self.training: return t.mean(0)
+        sums = self.global_sum(torch.cat([t.sum(0).reshape(-1), t.new_tensor([len(t)])]))
+        return (sums[:-1] / sums[-1]).reshape(t.shape[1:])
+
     def _encode(self, x):
         "Subclasses: `x` (N, d_in) -> (top_acts, top_indices, state)."
         raise NotImplementedError
@@ -135,10 +156,13 @@ class BaseSAE(nn.Module):
 
     @torch.no_grad()
     def _track_firing(self, top_acts, top_indices):
-        fired = torch.zeros(self.d_sae, dtype=torch.bool, device=top_indices.device)
-        fired[top_indices[top_acts > 0]] = True
-        self.tokens_since_fired += len(top_indices)
-        self.tokens_since_fired[fired] = 0
+        # entries 0..d_sae-1: whether each latent fired in this batch; the last: the batch's token count
+        fired = torch.zeros(self.d_sae + 1, dtype=torch.long, device=top_indices.device)
+        fired[top_indices[top_acts > 0]] = 1
+        fired[-1] = len(top_indices)
+        fired = self.global_sum(fired)
+        self.tokens_since_fired += fired[-1]
+        self.tokens_since_fired[fired[:-1] > 0] = 0
 
     def dead_mask(self):
         "(d_sae,) True for latents that have not fired for more than `dead_tokens` training tokens."
@@ -151,7 +175,8 @@ class BaseSAE(nn.Module):
     @torch.no_grad()
     def init_from_batch(self, x):
         "Data-dependent initialisation from the first training batch: `b_dec` at its geometric median."
-        self.b_dec.copy_(geometric_median(self._flat(x)))
+        shared = self.dp_group is not None and self.training  # the median of every process's rows
+        self.b_dec.copy_(geometric_median(self._flat(x), global_sum=self.global_sum if shared else None))
 
     @torch.no_grad()
     def normalize_decoder(self):
@@ -236,7 +261,7 @@ class TopKSAE(BaseSAE):
         aux_acts, aux_indices = state['latents'].masked_fill(~dead, 0).topk(k_aux, dim=-1, sorted=False)
         target = err.detach()
         err_hat = F.embedding_bag(aux_indices, self.W_dec, per_sample_weights=aux_acts, mode='sum')
-        scale = (target - target.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
+        scale = self.batch_mean((target - self.batch_mean(target)).pow(2).sum(-1)).clamp_min(1e-8)
         return dict(aux=self.aux_coef * (err_hat - target).pow(2).sum(-1).mean() / scale)
 
 # %% ../nbs/01_dense_sae.ipynb #b9c111fe

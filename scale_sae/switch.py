@@ -21,10 +21,14 @@ GATES = {
 }
 
 # %% ../nbs/02_switch_sae.ipynb #d9218822
-def load_balance(probs: torch.Tensor) -> torch.Tensor:
-    "Switch load-balancing term E·Σ f_i P_i of router probabilities `probs` (N, E)."
+def load_balance(probs: torch.Tensor, global_sum=None) -> torch.Tensor:
+    """Switch load-balancing term E·Σ f_i P_i of router probabilities `probs` (N, E). When training data-parallel,
+    `global_sum` (a tensor -> its sum over processes) makes f the whole batch's; P stays this process's."""
     n_experts = probs.shape[-1]
-    f = torch.bincount(probs.argmax(-1), minlength=n_experts).to(probs.dtype) / len(probs)
+    counts = torch.bincount(probs.argmax(-1), minlength=n_experts).to(probs.dtype)
+    # the token count travels with the expert counts: one all-reduce
+    total = (global_sum or (lambda t: t))(torch.cat([counts, counts.new_tensor([len(probs)])]))
+    f = total[:-1] / total[-1]
     return n_experts * (f * probs.mean(0)).sum()
 
 # %% ../nbs/02_switch_sae.ipynb #94432a9c
@@ -122,7 +126,7 @@ class RoutedSAE(BaseSAE):
     def extra_losses(self, x, err, state):
         "The load-balancing term, `lb_coef`·d_in·E·Σ f_i P_i."
         if not self.lb_coef: return {}
-        return dict(lb=self.lb_coef * self.d_in * load_balance(state['probs']))
+        return dict(lb=self.lb_coef * self.d_in * load_balance(state['probs'], self.global_sum))
 
     @torch.no_grad()
     def init_from_batch(self, x):

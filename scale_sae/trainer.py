@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['paper_lr', 'lr_schedule', 'Trainer', 'train_sae', 'state_digest', 'previous_checkpoint', 'save_checkpoint',
-           'load_checkpoint']
+           'load_checkpoint', 'process_rank']
 
 # %% ../nbs/01a_trainer.ipynb #967e9182
 import math, os, time, itertools
@@ -59,6 +59,13 @@ class Trainer:
         self.step, self.history, self.elapsed, self.initialized = 0, [], 0.0, False
         self._source, self._drawn = None, 0
 
+    dp_group = None  # the processes sharing each batch, set by `data_parallel` (see "Training in several processes")
+
+    @property
+    def is_main(self):
+        "True in the process that evaluates, logs and saves: the only one, or rank 0 when training data-parallel."
+        return self.dp_group is None or torch.distributed.get_rank(self.dp_group) == 0
+
     def lr_at(self, step):
         "Learning rate of the step with 0-based index `step`."
         return self.base_lr * lr_schedule(step, self.n_steps, self.decay_frac)
@@ -80,10 +87,14 @@ class Trainer:
         losses = self._forward_loss(x)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
+        if self.dp_group is not None: self.average_gradients()
         sae.remove_parallel_grads()
         grad_norm = torch.nn.utils.clip_grad_norm_(sae.parameters(), self.clip_grad if self.clip_grad else float("inf"))
-        # one host sync per step: a NaN or Inf let into the update would make every weight NaN from then on
-        if not torch.isfinite(losses["loss"].detach() + grad_norm): return _nonfinite_step(self, losses, grad_norm)
+        # one host sync per step: a NaN or Inf let into the update would make every weight NaN from then on.
+        # Data-parallel processes must all take the same decision, or their weights drift apart: the sum over
+        # processes is non-finite as soon as one process's value is
+        if not torch.isfinite(sae.global_sum(losses["loss"].detach() + grad_norm)):
+            return _nonfinite_step(self, losses, grad_norm)
         self.optimizer.step()
         # renormalising right after the update means every forward pass, including the next step's,
         # sees unit-norm decoder rows
@@ -94,6 +105,7 @@ class Trainer:
         return out
 
     def _record(self, losses, lr):
+        if self.dp_group is not None: losses = self.mean_over_processes(losses)
         rec = dict(step=self.step, lr=lr)
         rec.update({n: _scalar(v) for n, v in losses.items() if not torch.is_tensor(v) or v.numel() == 1})
         rec.update(l0=_l0(self.sae, losses), dead=_dead_fraction(self.sae), time=self.elapsed)
@@ -101,7 +113,7 @@ class Trainer:
 
     def evaluate(self):
         "Run `eval_fn(sae)` in eval mode without gradients; its keys come back prefixed with `eval_`."
-        if self.eval_fn is None: return {}
+        if self.eval_fn is None or not self.is_main: return {}
         was_training = self.sae.training
         self.sae.eval()
         try:
@@ -128,7 +140,7 @@ class Trainer:
         "Train from the current step up to step `until` (default `n_steps`); `on_step(trainer, losses)` runs after each step."
         until = self.n_steps if until is None else min(until, self.n_steps)
         if self.step >= until: return self.history
-        bar = tqdm(total=until, initial=self.step, disable=not progress, desc="train", dynamic_ncols=True)
+        bar = tqdm(total=until, initial=self.step, disable=not progress or not self.is_main, desc="train", dynamic_ncols=True)
         t0 = time.perf_counter() - self.elapsed
         try:
             for x in self._stream(batches):
@@ -299,3 +311,48 @@ def load_checkpoint(path, map_location=None) -> dict:
     if not problems: raise FileNotFoundError(f"no checkpoint at {path} (nor {previous_checkpoint(path).name} beside it)")
     raise ValueError("no usable checkpoint: " + "; ".join(problems) + ". Start the run over (resume=False, or "
                      "--no-resume on the command line), or restore the files from a backup")
+
+# %% ../nbs/01a_trainer.ipynb #67a4e0e8
+import torch.distributed as dist
+
+# %% ../nbs/01a_trainer.ipynb #d42afd38
+def process_rank(group=None) -> tuple:
+    "(rank, world size) of this process among those of `group` (default: all); (0, 1) when torch.distributed is not in use."
+    if not (dist.is_available() and dist.is_initialized()): return 0, 1
+    return dist.get_rank(group), dist.get_world_size(group)
+
+def _data_parallel(self, group=None):
+    """Train in step with the other processes of `group` (default: all), each fed its own share of every batch.
+    Call it in every process before `fit` (after `load_state_dict` when resuming); the weights start as process 0's."""
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("data_parallel needs torch.distributed: launch the processes with torchrun and call "
+                           "torch.distributed.init_process_group (or scale_sae.runs.init_data_parallel) first")
+    group = group or dist.group.WORLD
+    self.dp_group = self.sae.dp_group = group
+    with torch.no_grad():
+        for t in itertools.chain(self.sae.parameters(), self.sae.buffers()):
+            dist.broadcast(t.detach(), dist.get_global_rank(group, 0), group=group)
+    return self
+
+@torch.no_grad()
+def _average_gradients(self):
+    "Replace every gradient by its mean over the processes, one all-reduce per dtype: the whole batch's gradient."
+    params = [p for p in self.sae.parameters() if p.requires_grad]
+    world = dist.get_world_size(self.dp_group)
+    for dtype in sorted({p.dtype for p in params}, key=str):  # the same order in every process
+        same = [p for p in params if p.dtype == dtype]
+        # a parameter without a gradient here may have one in another process: zeros keep the layouts equal
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in same])
+        dist.all_reduce(flat, group=self.dp_group)
+        flat /= world
+        for p, g in zip(same, flat.split([p.numel() for p in same])): p.grad = g.view_as(p)
+
+def _mean_over_processes(self, losses):
+    "The scalar entries of `losses` averaged over the processes; each is a mean over one share, so this is the whole batch's."
+    names = sorted(n for n, v in losses.items() if torch.is_tensor(v) and v.numel() == 1)
+    values = torch.stack([losses[n].detach().double() for n in names])
+    dist.all_reduce(values, group=self.dp_group)
+    return {**losses, **dict(zip(names, values / dist.get_world_size(self.dp_group)))}
+
+# methods of `Trainer`, defined here where they are explained
+Trainer.data_parallel, Trainer.average_gradients, Trainer.mean_over_processes = _data_parallel, _average_gradients, _mean_over_processes
