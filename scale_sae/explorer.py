@@ -191,11 +191,8 @@ _FINAL_NORM_PATHS = ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_nor
 def final_norm(model) -> nn.Module:
     "The normalisation `model` applies to the residual stream before its unembedding."
     for path in _FINAL_NORM_PATHS:
-        obj = model
-        for name in path.split("."):
-            obj = getattr(obj, name, None)
-            if obj is None: break
-        if isinstance(obj, nn.Module): return obj
+        try: return model.get_submodule(path)
+        except AttributeError: continue
     raise ValueError(f"No final norm found in {type(model).__name__} (looked for {', '.join(_FINAL_NORM_PATHS)}); "
                      "pass a GPT-2, GPT-NeoX or Llama-style causal LM, or add its final norm's path to _FINAL_NORM_PATHS.")
 

@@ -22,10 +22,8 @@ def _homogeneous(ml) -> bool:
 def find_blocks(model: nn.Module) -> nn.ModuleList:
     "The `nn.ModuleList` of transformer blocks of `model`."
     for path in _KNOWN_BLOCK_PATHS:
-        obj = model
-        for name in path.split("."):
-            obj = getattr(obj, name, None)
-            if obj is None: break
+        try: obj = model.get_submodule(path)
+        except AttributeError: continue
         if _homogeneous(obj): return obj
     candidates = [m for m in model.modules() if _homogeneous(m)]
     if not candidates:
