@@ -98,7 +98,7 @@ def bench(d=768, d_sae=24_576, n_experts=64, e=2, k=32, tokens=4096, device='cpu
     table = pd.DataFrame(rows)
     if verbose:
         print(f"{device.type}{' ' + torch.cuda.get_device_name(device) if cuda else ''}, "
-              f"{torch.get_num_threads()} threads; d={d} d_sae={d_sae} E={n_experts} e={e} k={k}, {tokens} tokens; "
+              f"torch threads: {torch.get_num_threads()}; d={d} d_sae={d_sae} E={n_experts} e={e} k={k}, {tokens} tokens; "
               f"median of {repeats} full training steps after {warmup} warm-up")
         print(table.to_string(index=False, formatters={'s/step': '{:.3f}'.format, 'x auto': '{:.1f}'.format,
                                                        'tokens/s': '{:,.0f}'.format, 'peak MiB': '{:,.0f}'.format}))
