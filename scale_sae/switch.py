@@ -43,62 +43,66 @@ def group_by_expert(experts, n_experts):
     return flat[order], order, inverse, count_per_expert(flat, n_experts)
 
 class _GroupedMatmul(torch.autograd.Function):
-    """Row p of the (P, m) output is W_i (x_t − centre) for pair p = (token t, expert i); `order` lists the pairs
-    grouped by expert and `counts` (a list) the size of each group. Each expert's group is gathered, multiplied and
-    written back in place, forward and backward, so no gathered copy of all pairs is kept and the weight gradient is
-    written per expert straight into one (E, m, d) tensor. The gradient of `centre` needs only each expert's summed
-    output gradient times W_i: the per-token input gradient is computed only when `x` itself needs one."""
+    """Row p of the (P, m) output is W_i (x_t − centre) for pair p = (token t, expert i). `order` lists the pairs
+    grouped by expert, `counts` (a list) the size of each group and `inverse` undoes the grouping. The pairs' inputs
+    are gathered once, in group order, and each expert multiplies its slice; in the backward pass each expert's
+    weight gradient is written straight into one (E, m, d) tensor. The gradient of `centre` needs only each expert's
+    summed output gradient times W_i: the per-token input gradient is computed only when `x` itself needs one."""
     @staticmethod
-    def forward(ctx, x, centre, W, order, counts, e):
+    def forward(ctx, x, centre, W, order, inverse, counts, e):
+        tokens = order // e
+        x_sorted = (x[tokens] if centre is None else x[tokens] - centre).to(W.dtype)
         out = W.new_empty(len(order), W.shape[1])
-        for i, rows, tokens in _groups(order, counts, e):
-            out.index_copy_(0, rows, _centred(x, tokens, centre, W.dtype) @ W[i].T)
-        ctx.save_for_backward(x, centre, W, order); ctx.counts, ctx.e = counts, e
-        return out
+        for i, rows in _slices(counts):
+            torch.mm(x_sorted[rows], W[i].T, out=out[rows])
+        ctx.save_for_backward(x_sorted, W, order, tokens)
+        ctx.counts, ctx.x_meta, ctx.centre_meta = counts, (x.shape, x.dtype), None if centre is None else centre.dtype
+        return out[inverse]
 
     @staticmethod
     def backward(ctx, grad):
-        x, centre, W, order = ctx.saved_tensors
+        x_sorted, W, order, tokens = ctx.saved_tensors
         need_x, need_centre, need_W = ctx.needs_input_grad[:3]
-        grad_x = torch.zeros_like(x, dtype=W.dtype) if need_x else None
-        grad_sums = W.new_zeros(W.shape[:2]) if need_centre else None
+        grad_sorted = grad[order]
+        grad_in = x_sorted.new_empty(x_sorted.shape) if need_x or need_centre else None
         grad_W = None
         if need_W:
             # every expert with pairs overwrites its slice: only the others need zeros
             grad_W = torch.empty_like(W)
             grad_W[[i for i, n in enumerate(ctx.counts) if not n]] = 0
-        for i, rows, tokens in _groups(order, ctx.counts, ctx.e):
-            grad_i = grad.index_select(0, rows)
-            if need_W: torch.mm(grad_i.T, _centred(x, tokens, centre, W.dtype), out=grad_W[i])
-            if need_x: grad_x.index_add_(0, tokens, grad_i @ W[i])
-            if need_centre: grad_sums[i] = grad_i.sum(0)
-        grad_centre = -torch.einsum('em,emd->d', grad_sums, W).to(centre.dtype) if need_centre else None
-        return (None if grad_x is None else grad_x.to(x.dtype)), grad_centre, grad_W, None, None, None
+        grad_sums = W.new_zeros(W.shape[:2]) if need_centre and not need_x else None
+        for i, rows in _slices(ctx.counts):
+            if need_W: torch.mm(grad_sorted[rows].T, x_sorted[rows], out=grad_W[i])
+            if need_x: torch.mm(grad_sorted[rows], W[i], out=grad_in[rows])
+            elif need_centre: grad_sums[i] = grad_sorted[rows].sum(0)
+        grad_x = grad_centre = None
+        if need_x:
+            shape, dtype = ctx.x_meta
+            grad_x = grad_in.new_zeros(shape).index_add_(0, tokens, grad_in).to(dtype)
+            if need_centre: grad_centre = -grad_x.sum(0).to(ctx.centre_meta)
+        elif need_centre:
+            grad_centre = -torch.einsum('em,emd->d', grad_sums, W).to(ctx.centre_meta)
+        return grad_x, grad_centre, grad_W, None, None, None, None
 
-def _groups(order, counts, e):
-    "(expert, its pairs, their tokens) for every expert that has pairs; pair p is token p // e."
-    start, tokens = 0, order // e
+def _slices(counts):
+    "(expert, slice of its rows in group order) for every expert that has rows."
+    start = 0
     for i, n in enumerate(counts):
-        if n: yield i, order[start:start + n], tokens[start:start + n]
+        if n: yield i, slice(start, start + n)
         start += n
-
-def _centred(x, tokens, centre, dtype):
-    "Rows `tokens` of `x` minus `centre` (in x's precision, as outside the product), in the product's dtype."
-    x_rows = x.index_select(0, tokens)
-    return (x_rows if centre is None else x_rows - centre).to(dtype)
 
 def dispatch_sparse(x, W, b, experts, groups=None, centre=None):
     """Pre-activations W_i (x − centre) + b_i, (N, e, m), of each token's chosen `experts` (N, e), computing only
     those experts; `b` (E, m) and `centre` (d,) may be None for none."""
     n_tokens, e = experts.shape
     n_experts, m, _ = W.shape
-    _, order, _, counts = groups if groups is not None else group_by_expert(experts, n_experts)
+    _, order, inverse, counts = groups if groups is not None else group_by_expert(experts, n_experts)
     W_in = W
     if torch.is_autocast_enabled(x.device.type):
         # the products inside run as autocast would run them: in its dtype, after centring in x's
         W_in = W.to(torch.get_autocast_dtype(x.device.type))
     with torch.autocast(x.device.type, enabled=False):
-        out = _GroupedMatmul.apply(x, centre, W_in, order, counts.tolist(), e).view(n_tokens, e, m)
+        out = _GroupedMatmul.apply(x, centre, W_in, order, inverse, counts.tolist(), e).view(n_tokens, e, m)
     return out if b is None else out + b[experts].to(out.dtype)
 
 def dispatch_padded(x, W, b, experts, groups=None, capacity=None, centre=None):
