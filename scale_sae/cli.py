@@ -86,9 +86,11 @@ def build_parser():
 def _add_bench_parser(sub):
     p = sub.add_parser("bench", help="time a full training step of Scale SAE (routed and computing every expert) "
                                      "and a TopK SAE of the same width")
-    sizes = dict(d=768, d_sae=24_576, n_experts=64, e=2, k=32, tokens=4096)  # the paper's
-    for name, default in sizes.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=default, help="(default: %(default)s)")
+    sizes = dict(d=(768, "activation width"), d_sae=(24_576, "latents"), n_experts=(64, "experts"),
+                 e=(2, "active experts per token"), k=(32, "latents per token"), tokens=(4096, "tokens per step"))
+    for name, (default, what) in sizes.items():  # the defaults are the paper's
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=default,
+                       help=f"{what} (%(default)s)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is a GPU)")
     p.add_argument("--dtypes", default="fp32", help="comma-separated, from fp32 and bf16 (autocast) (%(default)s)")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per model; the median is shown (%(default)s)")
