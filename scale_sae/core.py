@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .moe import MultiExpertSAE
+from .switch import DISPATCH
 
 # %% ../nbs/04_feature_scaling.ipynb #65043d1b
 def scale_features(W, A, omega):
@@ -33,6 +34,17 @@ class ScaleSAE(MultiExpertSAE):
     def encoder_weight(self):
         "The (E, m, d_in) encoder applied to tokens: feature-scaled `W_enc`, or `W_enc` itself with `scaling=False`."
         return scale_features(self.W_enc, self.A, self.omega) if self.scaling else self.W_enc
+
+    def expert_preacts(self, x, experts):
+        """Pre-activations (N, e, m) of the chosen `experts` through Ŵ, without building Ŵ: every row of Ŵ_i is
+        (1 + ω_i)·w − ω_i·L_i, so Ŵ_i x = (1 + ω_i)·W_i x − ω_i·(L_i · x)."""
+        if not self.scaling: return super().expert_preacts(x, experts)
+        # L_i as in `scale_features`; a sum's backward is a broadcast view where a mean's builds a full-size tensor
+        low = F.linear(self.W_enc.sum(1) / self.m, self.A)
+        raw = DISPATCH[self.dispatch](x, self.W_enc, None, experts, centre=self.b_dec)  # W_i x, routed pairs only
+        omega = self.omega[experts]
+        shift = omega * ((x - self.b_dec) @ low.T).gather(1, experts)  # ω_i (L_i · x): one per token and expert
+        return torch.addcmul(self.b_enc[experts] - shift[..., None], (1 + omega)[..., None], raw).to(raw.dtype)
 
     @classmethod
     def from_reference_state_dict(cls, state_dict, k, e=2, gate='softmax', **kwargs):

@@ -156,13 +156,13 @@ class BaseSAE(nn.Module):
 
     @torch.no_grad()
     def _track_firing(self, top_acts, top_indices):
-        # entries 0..d_sae-1: whether each latent fired in this batch; the last: the batch's token count
-        fired = torch.zeros(self.d_sae + 1, dtype=torch.long, device=top_indices.device)
-        fired[top_indices[top_acts > 0]] = 1
+        # entries 0..d_sae-1: how often each latent fired in this batch; the last: the batch's token count.
+        # Counting into a fixed-size vector instead of indexing with a mask: no copy to the host on a GPU
+        fired = torch.zeros(self.d_sae + 1, device=top_indices.device)
+        fired.index_add_(0, top_indices.flatten(), (top_acts > 0).flatten().to(fired.dtype))
         fired[-1] = len(top_indices)
         fired = self.global_sum(fired)
-        self.tokens_since_fired += fired[-1]
-        self.tokens_since_fired[fired[:-1] > 0] = 0
+        self.tokens_since_fired.add_(fired[-1].long()).masked_fill_(fired[:-1] > 0, 0)
 
     def dead_mask(self):
         "(d_sae,) True for latents that have not fired for more than `dead_tokens` training tokens."
@@ -187,8 +187,9 @@ class BaseSAE(nn.Module):
     def remove_parallel_grads(self):
         "Drop the part of each decoder row's gradient that would only change the row's norm (rows are unit norm)."
         if self.W_dec.grad is None: return
-        W = self.W_dec
-        self.W_dec.grad -= (self.W_dec.grad * W).sum(1, keepdim=True) * W
+        W, grad = self.W_dec, self.W_dec.grad
+        # row dot products, then one fused in-place update: no temporary the size of the decoder
+        grad.addcmul_(torch.einsum('fd,fd->f', grad, W)[:, None], W, value=-1)
 
     @property
     def device(self):

@@ -55,7 +55,9 @@ class Trainer:
         self.log_every = log_every or max(1, n_steps // 100)
         self.eval_fn, self.eval_every = eval_fn, eval_every
         self.autocast_dtype = autocast_dtype
-        self.optimizer = torch.optim.Adam(sae.parameters(), lr=self.base_lr, betas=betas)
+        # the fused kernel updates each parameter in one pass; the plain loop makes several over the full weights
+        fused = all(p.device.type in ("cpu", "cuda") for p in sae.parameters())
+        self.optimizer = torch.optim.Adam(sae.parameters(), lr=self.base_lr, betas=betas, fused=fused)
         self.step, self.history, self.elapsed, self.initialized = 0, [], 0.0, False
         self._source, self._drawn = None, 0
 

@@ -1,6 +1,7 @@
 """Benchmark: one training step (forward + backward, no optimizer) of a Scale SAE at the paper's configuration
 (d = 768, d_sae = 24,576, E = 64, e = 2, k = 32) with each dispatch mode, beside a dense TopK SAE of equal width.
-Prints medians; run `python tests/bench_dispatch.py [--tokens 1024 4096] [--device cuda]`."""
+Prints medians; run `python tests/bench_dispatch.py [--tokens 1024 4096] [--device cuda]`. For a full training step
+(clipping, Adam and decoder renormalisation included) use `scale-sae bench`."""
 import argparse, time
 import torch
 from scale_sae.sae import TopKSAE

@@ -129,12 +129,15 @@ def test_cache_shares_make_up_the_batch(tmp_path):
     with pytest.raises(ValueError, match="multiple of 7"): cache.batch_fn(60, 3, None, 0, 7)
 
 
-def test_batch_that_does_not_split_fails_before_work(monkeypatch):
-    from scale_sae.cli import main
+def test_batch_that_does_not_split_fails_before_work(monkeypatch, capsys):
+    from scale_sae.cli import main, run_command
     monkeypatch.setenv("WORLD_SIZE", "3")
     t0 = time.time()
     with pytest.raises(ValueError, match="does not split evenly over 3 processes"):
-        main(["train", "--arch", "scale", "--preset", "tiny", "--batch-size", "1000", "--quiet"])
+        run_command(["train", "--arch", "scale", "--preset", "tiny", "--batch-size", "1000", "--quiet"])
+    # the command itself: one line naming the problem, exit status 1
+    assert main(["train", "--arch", "scale", "--preset", "tiny", "--batch-size", "1000", "--quiet"]) == 1
+    assert "does not split evenly over 3 processes" in capsys.readouterr().err
     assert time.time() - t0 < 5  # no model loaded, no process waited for
     with pytest.raises(SystemExit, match="one process"):
         main(["eval", "some/sae", "--preset", "tiny"])

@@ -20,9 +20,9 @@ def test_dispatch_modes_agree_on_cuda(make):
 
 def _count_padded_calls(monkeypatch):
     calls = []
-    def counting(*args):
+    def counting(*args, **kwargs):
         calls.append(1)
-        return DISPATCH['padded'](*args)
+        return DISPATCH['padded'](*args, **kwargs)
     # `dispatch_auto` looks the kernel up in its own module, so that is where the counter goes
     monkeypatch.setattr(switch, 'dispatch_padded', counting)
     return calls

@@ -98,3 +98,18 @@ def test_switch_module_owns_every_gate_and_dispatch_mode():
             "print(sorted(s.GATES), sorted(s.DISPATCH), 'scale_sae.moe' in sys.modules)")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
     assert out.split('\n')[0] == ("['hard', 'prob', 'renorm', 'softmax'] ['auto', 'dense', 'padded', 'sparse'] False")
+
+
+def test_autocast_bf16_gradients_agree_across_dispatch_modes():
+    "The grouped kernel's own backward under bf16 autocast: float32 gradients, within bf16 rounding of the other modes'."
+    grads = {}
+    for mode in ('sparse', 'padded', 'dense'):
+        torch.manual_seed(0)
+        sae = ScaleSAE(32, 256, 8, 8, e=2, dispatch=mode)
+        with torch.no_grad(): sae.omega.uniform_(-0.5, 1.0); sae.b_dec.normal_()
+        with torch.autocast('cpu', dtype=torch.bfloat16): sae.loss(torch.randn(256, 32))['loss'].backward()
+        grads[mode] = {n: p.grad for n, p in sae.named_parameters() if p.requires_grad}
+    for mode in ('padded', 'dense'):
+        for n, g in grads['sparse'].items():
+            assert g.dtype == torch.float32, n
+            assert (g - grads[mode][n]).norm() <= 0.05 * g.norm() + 1e-6, (mode, n)
