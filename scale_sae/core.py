@@ -44,7 +44,9 @@ class ScaleSAE(MultiExpertSAE):
         raw = DISPATCH[self.dispatch](x, self.W_enc, None, experts, centre=self.b_dec)  # W_i x, routed pairs only
         omega = self.omega[experts]
         shift = omega * ((x - self.b_dec) @ low.T).gather(1, experts)  # ω_i (L_i · x): one per token and expert
-        return torch.addcmul(self.b_enc[experts] - shift[..., None], (1 + omega)[..., None], raw).to(raw.dtype)
+        # rows looked up with `embedding`: its gradient adds up in a fixed order, where indexing's depends on threads
+        bias = F.embedding(experts, self.b_enc)
+        return torch.addcmul(bias - shift[..., None], (1 + omega)[..., None], raw).to(raw.dtype)
 
     @classmethod
     def from_reference_state_dict(cls, state_dict, k, e=2, gate='softmax', **kwargs):

@@ -59,13 +59,13 @@ class _GroupedMatmul(torch.autograd.Function):
         out = W.new_empty(len(order), W.shape[1])
         for i, rows in _slices(counts):
             torch.mm(x_sorted[rows], W[i].T, out=out[rows])
-        ctx.save_for_backward(x_sorted, W, order, tokens)
+        ctx.save_for_backward(x_sorted, W, order, inverse)
         ctx.counts, ctx.x_meta, ctx.centre_meta = counts, (x.shape, x.dtype), None if centre is None else centre.dtype
         return out[inverse]
 
     @staticmethod
     def backward(ctx, grad):
-        x_sorted, W, order, tokens = ctx.saved_tensors
+        x_sorted, W, order, inverse = ctx.saved_tensors
         need_x, need_centre, need_W = ctx.needs_input_grad[:3]
         grad_sorted = grad[order]
         grad_in = x_sorted.new_empty(x_sorted.shape) if need_x or need_centre else None
@@ -82,7 +82,9 @@ class _GroupedMatmul(torch.autograd.Function):
         grad_x = grad_centre = None
         if need_x:
             shape, dtype = ctx.x_meta
-            grad_x = grad_in.new_zeros(shape).index_add_(0, tokens, grad_in).to(dtype)
+            # back to (token, slot) order and summed over each token's e slots: a fixed order of additions, so
+            # the result does not depend on thread scheduling, as an index_add_ over tokens would
+            grad_x = grad_in[inverse].view(shape[0], -1, grad_in.shape[-1]).sum(1).to(dtype)
             if need_centre: grad_centre = -grad_x.sum(0).to(ctx.centre_meta)
         elif need_centre:
             grad_centre = -torch.einsum('em,emd->d', grad_sums, W).to(ctx.centre_meta)
@@ -107,7 +109,8 @@ def dispatch_sparse(x, W, b, experts, groups=None, centre=None):
         W_in = W.to(torch.get_autocast_dtype(x.device.type))
     with torch.autocast(x.device.type, enabled=False):
         out = _GroupedMatmul.apply(x, centre, W_in, order, inverse, counts.tolist(), e).view(n_tokens, e, m)
-    return out if b is None else out + b[experts].to(out.dtype)
+    # biases looked up with `embedding`: its gradient adds up in a fixed order, where indexing's depends on threads
+    return out if b is None else out + F.embedding(experts, b).to(out.dtype)
 
 def dispatch_padded(x, W, b, experts, groups=None, capacity=None, centre=None):
     """Same result as `dispatch_sparse`, as one batched matmul over the experts' groups padded to equal size

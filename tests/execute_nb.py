@@ -20,8 +20,12 @@ def execute(path: Path):
     from execnb.shell import CaptureShell
     raw = json.loads(path.read_text(encoding="utf-8"))
     shell = CaptureShell(path)
-    # stored outputs are read, not watched: progress bars would only leave debris in them
+    # stored outputs are read, not watched: progress bars would only leave debris in them. TQDM_DISABLE covers bars
+    # left at their defaults; the patch also silences bars a caller asked for (`progress=True`, an explicit disable=False)
     os.environ["TQDM_DISABLE"] = "1"
+    shell.run("import tqdm.std as _tqdm_std\n_tqdm_init = _tqdm_std.tqdm.__init__\n"
+              "def _silent_init(self, *args, **kwargs): _tqdm_init(self, *args, **{**kwargs, 'disable': True})\n"
+              "_tqdm_std.tqdm.__init__ = _silent_init")
     cwd = os.getcwd(); os.chdir(path.parent)
     t0 = time.time()
     try:
