@@ -171,6 +171,9 @@ def run_command(argv=None):
     cfg, ks, es = config_from_args(args)
     progress, resume = not args.quiet, not args.no_resume
     rank = _join_processes(args, cfg)
+    from scale_sae.runs import resolve_device
+    from scale_sae.trainer import keep_freed_memory
+    if resolve_device(cfg).type == "cpu": keep_freed_memory()  # a CPU step reallocates its gradients (chapter 01a)
     if args.command == "compare":
         archs = [a.strip() for a in args.archs.split(",") if a.strip()]
         results, table, report = run_compare(cfg, ks, archs, es, resume=resume, progress=progress)

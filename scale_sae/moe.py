@@ -9,7 +9,7 @@ __all__ = ['BENCH_DTYPES', 'MultiExpertSAE', 'time_dispatch', 'bench']
 import statistics, time
 import torch
 from .switch import RoutedSAE
-from .trainer import Trainer
+from .trainer import Trainer, keep_freed_memory
 
 # %% ../nbs/03_multi_expert.ipynb #b1c1e6fc
 class MultiExpertSAE(RoutedSAE):
@@ -70,6 +70,8 @@ def bench(d=768, d_sae=24_576, n_experts=64, e=2, k=32, tokens=4096, device='cpu
         raise ValueError("device 'cuda' asked for, but torch sees no GPU: pass device='cpu'")
     if repeats < 1 or warmup < 1: raise ValueError(f"repeats={repeats} and warmup={warmup} must both be at least 1")
     cuda = device.type == 'cuda'
+    # on the CPU every model's step reuses freed memory (chapter 01a), or page faults would weigh on the small step
+    kept = device.type == 'cpu' and keep_freed_memory()
     torch.manual_seed(seed)
     x = torch.randn(tokens, d, device=device)
     trainers = {name: Trainer(build().to(device), n_steps=10 ** 9)
@@ -98,7 +100,7 @@ def bench(d=768, d_sae=24_576, n_experts=64, e=2, k=32, tokens=4096, device='cpu
     table = pd.DataFrame(rows)
     if verbose:
         print(f"{device.type}{' ' + torch.cuda.get_device_name(device) if cuda else ''}, "
-              f"torch threads: {torch.get_num_threads()}; d={d} d_sae={d_sae} E={n_experts} e={e} k={k}, {tokens} tokens; "
+              f"torch threads: {torch.get_num_threads()}{', freed memory kept' if kept else ''}; d={d} d_sae={d_sae} E={n_experts} e={e} k={k}, {tokens} tokens; "
               f"median of {repeats} full training steps after {warmup} warm-up")
         print(table.to_string(index=False, formatters={'s/step': '{:.3f}'.format, 'x auto': '{:.1f}'.format,
                                                        'tokens/s': '{:,.0f}'.format, 'peak MiB': '{:,.0f}'.format}))

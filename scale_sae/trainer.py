@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['paper_lr', 'lr_schedule', 'Trainer', 'train_sae', 'state_digest', 'previous_checkpoint', 'save_checkpoint',
-           'load_checkpoint', 'process_rank']
+           'load_checkpoint', 'process_rank', 'keep_freed_memory']
 
 # %% ../nbs/01a_trainer.ipynb #967e9182
 import math, os, time, itertools
@@ -358,3 +358,16 @@ def _mean_over_processes(self, losses):
 
 # methods of `Trainer`, defined here where they are explained
 Trainer.data_parallel, Trainer.average_gradients, Trainer.mean_over_processes = _data_parallel, _average_gradients, _mean_over_processes
+
+# %% ../nbs/01a_trainer.ipynb #2205713a
+def keep_freed_memory(limit_bytes: int = 2**31 - 1) -> bool:
+    """Let glibc keep freed blocks of up to `limit_bytes` for reuse rather than return them to the system (Linux only;
+    process-wide). Returns True if the allocator accepted the settings."""
+    import ctypes, ctypes.util, sys
+    if not sys.platform.startswith("linux"): return False
+    try: libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError: return False
+    if not hasattr(libc, "mallopt"): return False  # another C library (musl, for one)
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    # blocks below the mmap threshold come from the heap; the trim threshold keeps freed heap memory in the process
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, limit_bytes)) and bool(libc.mallopt(M_TRIM_THRESHOLD, limit_bytes))
