@@ -29,6 +29,7 @@ from .trainer import Trainer, process_rank
 import functools, inspect, socket, sys, time, typing
 from contextlib import contextmanager
 from .trainer import load_checkpoint, previous_checkpoint
+from .cache import _write_atomic
 
 # %% ../nbs/05_runs.ipynb #1897ecc4
 AUTOCAST_DTYPES = ("float16", "bfloat16", "float32")
@@ -374,9 +375,8 @@ def json_safe(obj):
     return obj
 
 def _write_json(path, obj):
-    tmp = Path(f"{path}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(json_safe(obj), indent=1, default=float))
-    os.replace(tmp, path)
+    "`obj` as standard JSON in `path`, written atomically as the activation cache writes its files."
+    _write_atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(json_safe(obj), indent=1, default=float)))
 
 def _config_mismatch(saved, cfg):
     now = cfg.to_dict()
