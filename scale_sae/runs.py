@@ -450,7 +450,7 @@ def train_run(cfg, arch, resume=True, data=None, name=None, until=None, progress
     return result
 
 # %% ../nbs/05_runs.ipynb #775e3fb2
-import threading, time
+import atexit, threading, time
 from contextlib import contextmanager
 from datetime import timedelta
 import torch.distributed as dist
@@ -478,8 +478,14 @@ def init_data_parallel(device=None, timeout_s: float = 1800):
                              f"visible): start at most that many with --nproc_per_node, or pass --device cpu")
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
+    # A process group still alive when the interpreter shuts down can abort the process (SIGABRT from gloo's worker
+    # threads) after all its work succeeded; leaving it while Python is whole makes the exit clean.
+    atexit.register(_leave_process_group)
     if "TORCHELASTIC_RUN_ID" in os.environ: _stop_with_launcher()
     return dist.get_rank(), dist.get_world_size()
+
+def _leave_process_group():
+    if dist.is_initialized(): dist.destroy_process_group()
 
 def _stop_with_launcher(poll_s=1.0):
     "Exit when the torchrun agent that started this process is gone (torchrun starts each worker in its own session)."
