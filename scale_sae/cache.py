@@ -15,7 +15,7 @@ from .buffer import token_contexts
 from .hooks import residual_stream
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'keep_positions', 'outlier_threshold', 'ActivationCache']
+__all__ = ['CACHE_FORMAT', 'keep_positions', 'outlier_threshold', 'file_sha256', 'ActivationCache']
 
 # %% ../nbs/00e_cache.ipynb #5a222991
 def keep_positions(tokens: torch.Tensor, skip_first: int = 0) -> torch.Tensor:
@@ -32,7 +32,8 @@ def outlier_threshold(norms: torch.Tensor, ratio: float = 10.0) -> float:
 # %% ../nbs/00e_cache.ipynb #6c4b94c0
 CACHE_FORMAT = 1
 
-def _sha256(path: Path, chunk=1 << 24) -> str:
+def file_sha256(path, chunk=1 << 24) -> str:
+    "Hex SHA-256 of the file at `path`, read in chunks of `chunk` bytes (shards and saved SAEs are checked with it)."
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk): h.update(block)
@@ -136,7 +137,7 @@ class ActivationCache:
         "Recompute every shard's checksum; raise naming the first shard that does not match its manifest entry."
         for s in self.shards:
             for kind in ("acts", "tokens"):
-                if _sha256(self.path / s[kind]) != s[f"{kind}_sha256"]:
+                if file_sha256(self.path / s[kind]) != s[f"{kind}_sha256"]:
                     raise ValueError(f"{self.path / s[kind]} does not match its checksum in manifest.json: the file was changed "
                                      "or damaged. Delete the folder and build the cache again.")
         return True
@@ -174,7 +175,7 @@ def _build(cls, path, model, tokenizer, texts, layer, n_tokens, ctx_len=128, ski
         entry = dict(acts=f"shard-{i:05d}.acts.npy", tokens=f"shard-{i:05d}.tokens.npy", n_rows=len(acts))
         _save_npy(path / entry["acts"], acts.numpy())
         _save_npy(path / entry["tokens"], tokens.to(torch.int32).numpy())
-        entry.update(acts_sha256=_sha256(path / entry["acts"]), tokens_sha256=_sha256(path / entry["tokens"]))
+        entry.update(acts_sha256=file_sha256(path / entry["acts"]), tokens_sha256=file_sha256(path / entry["tokens"]))
         manifest["shards"].append(entry)
         _save_json(mpath, manifest)
         done += len(acts); i += 1; bar.update(len(acts))
