@@ -50,6 +50,9 @@ def _add_config_flags(parser):
 def config_from_args(args):
     "The preset named by `--preset` with every given flag applied, and the lists of k and e values to run."
     from scale_sae.runs import COMPARE_KS, PRESETS, RunConfig
+    if args.command == "reproduce":  # the experiment's own step count and batch (chapter 06b), then the flags
+        from scale_sae.reproduce import reproduce_presets
+        PRESETS = reproduce_presets()
     cfg = PRESETS[args.preset]
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
                if f.name not in SWEEPABLE and getattr(args, f.name, None) is not None}
@@ -90,6 +93,14 @@ def build_parser():
     p = sub.add_parser("eval", help="evaluate a saved SAE on the preset's held-out data")
     p.add_argument("sae_dir", help="a directory written by `sae.save` (e.g. OUT/scale/sae)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the metrics to this file")
+    common(p)
+    p = sub.add_parser("reproduce", help="the experiment of chapter 06b: both Switch baselines, Scale and TopK SAEs "
+                                         "and the ablation, resumable, into one results file")
+    p.add_argument("--results", default=None, help="the results file: finished runs are read from it and new ones "
+                                                  "added as they finish (default: OUT/reproduce.json)")
+    p.add_argument("--stages", type=_int_list, default=[1, 2, 3],
+                   help="1: the line-up at k = 2 and 8; 2: the ablation; 3: k = 32 and e = 4, 8 (default: 1,2,3)")
+    p.add_argument("--only", default=None, help="comma-separated run names: train only these (default: all)")
     common(p)
     _add_bench_parser(sub)
     return parser
@@ -189,6 +200,15 @@ def run_command(argv=None):
             if rank > 0: continue
             _print_table(compare({name: run["metrics"]}))
             print(f"saved: {run['path'] / 'sae'}")
+    elif args.command == "reproduce":
+        from scale_sae.reproduce import TOPK_STEPS, reproduce
+        if args.no_resume: raise SystemExit("scale-sae reproduce always resumes: pass another --results file to start over")
+        results = Path(args.results or Path(cfg.out_dir) / "reproduce.json")
+        only = None if args.only is None else {n.strip() for n in args.only.split(",") if n.strip()}
+        done = reproduce(cfg, results, stages=args.stages, only=only, progress=progress,
+                         command="scale-sae " + " ".join(sys.argv[1:] if argv is None else argv),
+                         topk_steps=TOPK_STEPS.get(args.preset))
+        print(f"{len(done['runs'])} runs in {results}")
     elif args.command == "eval":
         from scale_sae.evaluate import evaluate
         from scale_sae.sae import BaseSAE

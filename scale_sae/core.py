@@ -23,10 +23,11 @@ def scale_features(W, A, omega):
 class ScaleSAE(MultiExpertSAE):
     "Scale SAE: multiple expert activation plus feature scaling of each expert's encoder."
     def __init__(self, d_in, d_sae, k, n_experts, e=2, gate='softmax', scaling=True, freeze_omega=False,
-                 freeze_A=False, dispatch='auto', lb_coef=3.0, dead_tokens=10_000_000, enc_bias=True, router_bias=True):
+                 freeze_A=False, dispatch='auto', lb_coef=3.0, dead_tokens=10_000_000, enc_bias=True, router_bias=True,
+                 decoder_norm='rows'):
         super().__init__(d_in, d_sae, k, n_experts, e=e, gate=gate, dispatch=dispatch, lb_coef=lb_coef,
-                         dead_tokens=dead_tokens, enc_bias=enc_bias, router_bias=router_bias, scaling=scaling,
-                         freeze_omega=freeze_omega, freeze_A=freeze_A)
+                         dead_tokens=dead_tokens, enc_bias=enc_bias, router_bias=router_bias, decoder_norm=decoder_norm,
+                         scaling=scaling, freeze_omega=freeze_omega, freeze_A=freeze_A)
         self.scaling = scaling
         self.omega = nn.Parameter(torch.zeros(n_experts), requires_grad=scaling and not freeze_omega)
         self.A = nn.Parameter(torch.eye(d_in), requires_grad=scaling and not freeze_A)
