@@ -78,14 +78,14 @@ def describe_device(device) -> str:
 
 def code_version() -> str:
     "The package version and, in a git checkout, its commit (with '+changes' when the tree differs from it)."
-    from scale_sae import __version__
-    root = Path(__file__).resolve().parent.parent
+    import scale_sae
+    root = Path(scale_sae.__file__).resolve().parent.parent  # the checkout, when the package is installed editable
     try:
         git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
         commit = git("rev-parse", "--short", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError): commit = ""
-    return f"{__version__}" + (f" ({commit}{'+changes' if dirty else ''})" if commit else "")
+    return f"{scale_sae.__version__}" + (f" ({commit}{'+changes' if dirty else ''})" if commit else "")
 
 def _training_tokens(data, n_tokens):
     "The first `n_tokens` training activations the run's batches hold (a stream or a `step -> batch` function)."
