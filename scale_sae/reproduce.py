@@ -35,8 +35,10 @@ def reproduce_plan(cfg, d_in, ks=(2, 8), ablation_ks=(2, 8), late_k=32, es=(4, 8
     """Every run of the experiment in the order it is trained, as dicts (name, stage, arch, cfg, sae_kwargs):
     stage 1 the line-up at `ks`, stage 2 the ablation at `ablation_ks`, stage 3 the line-up at `late_k` and Scale
     SAE with each e of `es`. `topk_steps` caps the equal-width TopK's steps (None: `cfg.n_steps`)."""
-    lineup = {"switch-paper": ("switch", {}, PAPER_SWITCH), "switch-authors": ("switch", {}, AUTHORS_SWITCH),
-              "scale-e2-columns": ("scale", dict(e=2), dict(decoder_norm="columns")), "scale-e2": ("scale", dict(e=2), {}),
+    # the paper's comparison first (its Switch against the book's Scale SAE), then what each differs in
+    lineup = {"switch-paper": ("switch", {}, PAPER_SWITCH), "scale-e2": ("scale", dict(e=2), {}),
+              "switch-authors": ("switch", {}, AUTHORS_SWITCH),
+              "scale-e2-columns": ("scale", dict(e=2), dict(decoder_norm="columns")),
               "topk-1d": ("topk", dict(d_sae=d_in), {}), "topk": ("topk", dict(n_steps=topk_steps or cfg.n_steps), {})}
     plan, names = [], set()
     def add(stage, name, k, arch, changes, kwargs):
