@@ -100,14 +100,14 @@ def _training_tokens(data, n_tokens):
     return torch.cat(out)[:n_tokens]
 
 # %% ../nbs/06b_reproduce.ipynb #825dfcae
-def _finished_entry(run, trained, data, firing_tokens, wall):
+def _finished_entry(run, settings, trained, firing_tokens, wall):
     metrics = dict(trained["metrics"])
     sae = trained["sae"]
     freq = latent_frequency(sae, firing_tokens.to(sae.device))
     final = {n: metrics[n] for n in ("mean_max_cos", "frac_above_0.8", "frac_above_0.9", "across_frac_above_0.8",
                                      "across_frac_above_0.9", "within_frac_above_0.8", "within_frac_above_0.9")}
     return dict(stage=run["stage"], arch=run["arch"], k=run["cfg"].k, sae_kwargs=run["sae_kwargs"],
-                settings=result_settings(run["cfg"], run["arch"], run["sae_kwargs"]), metrics=metrics,
+                settings=settings, metrics=metrics,
                 milestones=trained["milestones"] + [dict(step=run["cfg"].n_steps, **final)],
                 firing=dict(tokens=len(firing_tokens), never=(freq == 0).double().mean().item(),
                             rare=(freq < 1e-4).double().mean().item(), dense=(freq > 0.1).double().mean().item()),
@@ -127,9 +127,10 @@ def reproduce(cfg, results_path, stages=(1, 2, 3), only=None, milestones=(0.1, 0
     results.setdefault("runs", {})
     with run_lock(results_path.with_name(f".{results_path.name}.lock")):
         data = prepare_data(cfg, progress=progress)  # its width sizes `topk-1d`; the cache is built once, then opened
+        firing = None  # the same training tokens for every run, read once
         for run in reproduce_plan(cfg, data.d_in, **plan_kwargs):
             if run["stage"] not in stages or (only is not None and run["name"] not in only): continue
-            settings = json.loads(json.dumps(result_settings(run["cfg"], run["arch"], run["sae_kwargs"])))
+            settings = result_settings(run["cfg"], run["arch"], run["sae_kwargs"])  # as it reads back from JSON
             if (done := results["runs"].get(run["name"])) is not None:
                 if done["settings"] != settings:
                     changed = sorted(n for n in settings if settings[n] != done["settings"].get(n))
@@ -139,7 +140,8 @@ def reproduce(cfg, results_path, stages=(1, 2, 3), only=None, milestones=(0.1, 0
             start = time.time()
             steps = sorted({max(1, round(f * run["cfg"].n_steps)) for f in milestones})
             trained = _trained(run["cfg"], run["arch"], data, run["name"], run["sae_kwargs"], steps, progress)
-            entry = _finished_entry(run, trained, data, _training_tokens(data, firing_tokens), time.time() - start)
+            if firing is None: firing = _training_tokens(data, firing_tokens)
+            entry = _finished_entry(run, settings, trained, firing, time.time() - start)
             results["runs"][run["name"]] = entry
             results.update(config=cfg.to_dict(), command=command or results.get("command"))
             _write_json(results_path, results)

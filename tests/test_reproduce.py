@@ -2,9 +2,6 @@
 with the results an uninterrupted experiment gets. The kill lands at one fixed point (right after a checkpoint of
 the second run is written), so the test does not depend on timing."""
 import json, os, subprocess, sys, textwrap
-from pathlib import Path
-
-import pytest
 
 ONLY = ["switch-paper-k2", "scale-e2-k2", "topk-1d-k2"]
 # the child: a tiny experiment; with KILL_AT set it kills itself once a checkpoint at that step of run 2 is written
