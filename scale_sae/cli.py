@@ -74,7 +74,7 @@ def build_parser():
     """The `scale-sae` argument parser: the `compare`, `train` and `eval` commands, each with every `RunConfig` flag,
     and `bench`."""
     from scale_sae.runs import ARCHITECTURES, PRESETS, default_preset
-    parser = argparse.ArgumentParser(prog="scale-sae", description="Train and compare TopK, Switch and Scale SAEs.")
+    parser = argparse.ArgumentParser(prog="scale-sae", description="Train and compare SAEs: Scale, Switch, TopK and the baselines of chapter 01c.")
     sub = parser.add_subparsers(dest="command", required=True)
     def common(p):
         p.add_argument("--preset", choices=sorted(PRESETS), default=default_preset(),
@@ -85,7 +85,8 @@ def build_parser():
                        help="under torchrun: how long a process waits for the others before failing (%(default)s)")
         _add_config_flags(p)
     p = sub.add_parser("compare", help="train several architectures and write a comparison report")
-    p.add_argument("--archs", default="topk,switch,scale", help="comma-separated architectures (%(default)s)")
+    p.add_argument("--arch", "--archs", dest="archs", default="topk,switch,scale",
+                   help=f"comma-separated architectures, from {','.join(ARCHITECTURES)} (default: %(default)s)")
     common(p)
     p = sub.add_parser("train", help="train one architecture")
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), required=True)

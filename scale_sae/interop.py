@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 # %% ../nbs/07_saelens.ipynb #0de2c158
 from .sae import BaseSAE, TopKSAE
+from .baselines import BatchTopKSAE, GatedSAE, JumpReLUSAE, ReLUSAE
 from .metrics import latent_frequency
 from .switch import SwitchSAE
 from .moe import MultiExpertSAE
@@ -62,13 +63,19 @@ def dense_code(sae, x) -> torch.Tensor:
 
 # %% ../nbs/07_saelens.ipynb #8177f0b8
 # the SAELens architecture each of our classes is written as; "switch" and "scale" are registered by this package
-SAELENS_ARCHITECTURES = {"TopKSAE": "topk", "SwitchSAE": "switch", "MultiExpertSAE": "scale", "ScaleSAE": "scale"}
+# BatchTopK's inference rule, one threshold for every latent, is a JumpReLU SAE's with equal thresholds
+SAELENS_ARCHITECTURES = {"TopKSAE": "topk", "SwitchSAE": "switch", "MultiExpertSAE": "scale", "ScaleSAE": "scale",
+                         "ReLUSAE": "standard", "GatedSAE": "gated", "JumpReLUSAE": "jumprelu", "BatchTopKSAE": "jumprelu"}
 
 def saelens_tensors(sae) -> dict:
     "`sae`'s weights in SAELens's layout and orientation, float32 on the CPU; the encoder as applied (Ŵ for Scale)."
-    routed = not isinstance(sae, TopKSAE)
+    routed = SAELENS_ARCHITECTURES[type(sae).__name__] in ("switch", "scale")
     W_enc = sae.encoder_weight().reshape(sae.d_sae, sae.d_in) if routed else sae.W_enc
-    tensors = dict(W_enc=W_enc.T, b_enc=sae.b_enc.reshape(-1), W_dec=sae.W_dec, b_dec=sae.b_dec)
+    tensors = dict(W_enc=W_enc.T, W_dec=sae.W_dec, b_dec=sae.b_dec)
+    if isinstance(sae, GatedSAE): tensors.update(b_gate=sae.b_gate, r_mag=sae.r_mag, b_mag=sae.b_mag)
+    else: tensors["b_enc"] = sae.b_enc.reshape(-1)
+    if isinstance(sae, JumpReLUSAE): tensors["threshold"] = sae.threshold
+    if isinstance(sae, BatchTopKSAE): tensors["threshold"] = sae.threshold.expand(sae.d_sae)
     if routed: tensors.update(W_router=sae.W_router.T, b_router=sae.b_router, router_centre=sae.router_centre)
     return {n: t.detach().float().contiguous().cpu() for n, t in tensors.items()}
 
@@ -96,7 +103,7 @@ def to_saelens(sae, path, run=None, activations=None, **metadata) -> Path:
     cfg = dict(architecture=arch, d_in=sae.d_in, d_sae=sae.d_sae, k=sae.k, dtype="float32", device="cpu",
                apply_b_dec_to_input=True, normalize_activations="none", reshape_activations="none")
     if arch == "topk": cfg["rescale_acts_by_decoder_norm"] = False
-    else: cfg.update(n_experts=sae.n_experts, e=sae.e, gate=sae.gate)
+    elif arch in ("switch", "scale"): cfg.update(n_experts=sae.n_experts, e=sae.e, gate=sae.gate)
     tensors = saelens_tensors(sae)
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     if activations is not None:
@@ -109,8 +116,10 @@ def to_saelens(sae, path, run=None, activations=None, **metadata) -> Path:
 
 # %% ../nbs/07_saelens.ipynb #515c2521
 # the class a SAELens folder becomes when it does not name one of ours in its metadata
-DEFAULT_CLASSES = {"topk": TopKSAE, "switch": SwitchSAE, "scale": MultiExpertSAE}
-OUR_CLASSES = {c.__name__: c for c in (TopKSAE, SwitchSAE, MultiExpertSAE, ScaleSAE)}
+DEFAULT_CLASSES = {"topk": TopKSAE, "switch": SwitchSAE, "scale": MultiExpertSAE, "standard": ReLUSAE,
+                   "gated": GatedSAE, "jumprelu": JumpReLUSAE}
+OUR_CLASSES = {c.__name__: c for c in (TopKSAE, SwitchSAE, MultiExpertSAE, ScaleSAE, ReLUSAE, GatedSAE,
+                                       JumpReLUSAE, BatchTopKSAE)}
 
 def read_saelens(path) -> tuple:
     "(cfg dict, tensors) of the SAELens folder `path`."
@@ -122,37 +131,58 @@ def read_saelens(path) -> tuple:
     return json.loads((path / SAELENS_CFG).read_text()), load_file(str(path / SAELENS_WEIGHTS))
 
 def _folded(cfg, t):
-    "SAELens's `topk` options folded into W_enc, b_enc and W_dec, so that ours computes the same function."
-    W_enc, b_enc, W_dec = t["W_enc"], t["b_enc"], t["W_dec"]
+    "SAELens's options folded into the weights `t` (a dict), so that ours computes the same function."
+    t = dict(t)
     if cfg.get("rescale_acts_by_decoder_norm"):
-        norm = W_dec.norm(dim=-1)
-        W_enc, b_enc, W_dec = W_enc * norm, b_enc * norm, W_dec / norm[:, None]
-    if not cfg.get("apply_b_dec_to_input", True): b_enc = b_enc + t["b_dec"] @ W_enc
-    return W_enc, b_enc, W_dec
+        norm = t["W_dec"].norm(dim=-1)
+        t.update(W_enc=t["W_enc"] * norm, b_enc=t["b_enc"] * norm, W_dec=t["W_dec"] / norm[:, None])
+    if not cfg.get("apply_b_dec_to_input", True):
+        # SAELens encodes x, we encode x - b_dec: the biases absorb b_dec's projection (the gate's magnitudes rescaled)
+        shift = t["b_dec"] @ t["W_enc"]
+        if "b_gate" in t: t.update(b_gate=t["b_gate"] + shift, b_mag=t["b_mag"] + shift * t["r_mag"].exp())
+        else: t["b_enc"] = t["b_enc"] + shift
+    return t
 
 # %% ../nbs/07_saelens.ipynb #7cee7d07
 def from_saelens(path, device=None) -> BaseSAE:
-    """Our SAE from the SAELens folder `path`: a `topk` SAE (ours or one SAELens trained) becomes a `TopKSAE`, a
-    `switch` or `scale` one the class that wrote it; a `ScaleSAE` has its feature scaling folded into `W_enc`."""
+    """Our SAE from the SAELens folder `path`: `topk`, `standard`, `gated` and `jumprelu` SAEs (ours or ones SAELens
+    trained) become a `TopKSAE`, `ReLUSAE`, `GatedSAE` and `JumpReLUSAE`, ours the class that wrote them (a
+    `BatchTopKSAE` too); a `ScaleSAE` has its feature scaling folded into `W_enc`."""
     cfg, tensors = read_saelens(path)
     arch = cfg.get("architecture")
     if arch not in DEFAULT_CLASSES:
-        raise ValueError(f"{path} holds a SAELens {arch!r} SAE; from_saelens reads the Top-K ones: {sorted(DEFAULT_CLASSES)}")
+        raise ValueError(f"{path} holds a SAELens {arch!r} SAE; from_saelens reads {sorted(DEFAULT_CLASSES)}")
     if cfg.get("normalize_activations", "none") != "none":
         raise ValueError(f"{path} normalizes its inputs ({cfg['normalize_activations']!r}): fold that into the weights in "
                          "SAELens first (`sae.fold_activation_norm_scaling_factor(...)`, then `sae.save_model(...)`)")
-    if arch != "topk" and not cfg.get("apply_b_dec_to_input", True):
+    routed = arch in ("switch", "scale")
+    if routed and not cfg.get("apply_b_dec_to_input", True):
         raise ValueError(f"{path}: a routed SAE here always subtracts b_dec from its input (apply_b_dec_to_input=True)")
+    def need(name):
+        if name not in tensors: raise ValueError(f"{path}: {SAELENS_WEIGHTS} has no {name!r}, which a SAELens {arch} SAE needs")
+        return tensors[name].float()
     ours = cfg.get("metadata", {}).get("scale_sae", {})
     cls = OUR_CLASSES[ours["architecture"]] if ours else DEFAULT_CLASSES[arch]
-    kwargs = {**ours.get("cfg", {}), **{n: cfg[n] for n in ("d_in", "d_sae", "k")}}
-    if arch != "topk": kwargs.update(n_experts=cfg["n_experts"], gate=cfg["gate"], **({} if cls is SwitchSAE else dict(e=cfg["e"])))
+    saved = ours.get("cfg", {})
+    # a penalty SAE trained elsewhere has no k: its target L0 only matters for more training; its recorded L0 stands in
+    k = cfg.get("k", saved.get("k")) or max(1, round(cfg.get("metadata", {}).get("l0") or 1))
+    kwargs = {**saved, "d_in": cfg["d_in"], "d_sae": cfg["d_sae"], "k": min(k, cfg["d_sae"])}
+    if routed: kwargs.update(n_experts=cfg["n_experts"], gate=cfg["gate"], **({} if cls is SwitchSAE else dict(e=cfg["e"])))
     if cls is ScaleSAE: kwargs["scaling"] = False  # the file holds Ŵ, feature scaling already applied
     sae = cls(**kwargs)
-    t = {n: v.float() for n, v in tensors.items()}
-    W_enc, b_enc, W_dec = _folded(cfg, t)
-    state = dict(W_enc=W_enc.T.reshape(sae.W_enc.shape), b_enc=b_enc.reshape(sae.b_enc.shape), W_dec=W_dec, b_dec=t["b_dec"])
-    if arch != "topk": state.update(W_router=t["W_router"].T, b_router=t["b_router"], router_centre=t["router_centre"])
+    names = ["W_enc", "W_dec", "b_dec"] + (["b_gate", "r_mag", "b_mag"] if cls is GatedSAE else ["b_enc"])
+    if routed: names += ["W_router", "b_router", "router_centre"]
+    t = _folded(cfg, {n: need(n) for n in names})
+    state = dict(t, W_enc=t["W_enc"].T.reshape(sae.W_enc.shape))
+    if routed: state.update(b_enc=t["b_enc"].reshape(sae.b_enc.shape), W_router=t["W_router"].T)
+    if cls in (JumpReLUSAE, BatchTopKSAE):
+        threshold = need("threshold")
+        if not torch.isfinite(threshold).all(): raise ValueError(f"{path}: the thresholds are not all finite")
+        if cls is JumpReLUSAE:  # θ <= 0 and a tiny θ > 0 select the same activations, since f = ReLU(π)·1[π > θ]
+            state["log_threshold"] = threshold.clamp_min(torch.finfo(torch.float32).tiny).log()
+        elif (threshold != threshold[0]).any():
+            raise ValueError(f"{path}: a BatchTopKSAE has one threshold, this file has several; read it as a JumpReLUSAE")
+        else: state.update(threshold=threshold[0], threshold_updates=torch.tensor(1))
     with torch.no_grad():
         for name, value in state.items():
             if getattr(sae, name).shape != value.shape:

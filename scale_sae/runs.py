@@ -344,18 +344,20 @@ def reusable_metrics(path, settings):
     return saved if saved.pop("settings", None) == settings else None
 
 # %% ../nbs/05_runs.ipynb #07b8db39
-ARCHITECTURES = {"topk": ("scale_sae.sae", "TopKSAE"), "switch": ("scale_sae.switch", "SwitchSAE"),
+ARCHITECTURES = {"topk": ("scale_sae.sae", "TopKSAE"), "batchtopk": ("scale_sae.baselines", "BatchTopKSAE"),
+                 "relu": ("scale_sae.baselines", "ReLUSAE"), "gated": ("scale_sae.baselines", "GatedSAE"),
+                 "jumprelu": ("scale_sae.baselines", "JumpReLUSAE"), "switch": ("scale_sae.switch", "SwitchSAE"),
                  "moe": ("scale_sae.moe", "MultiExpertSAE"), "scale": ("scale_sae.core", "ScaleSAE")}
 
 def build_sae(arch, cfg, d_in, **kwargs):
-    "A fresh SAE of architecture `arch` ('topk', 'switch', 'moe' or 'scale') sized by `cfg`."
+    "A fresh SAE of architecture `arch` (a key of `ARCHITECTURES`) sized by `cfg`; `cfg.k` is a target L0 for 01c's penalty SAEs."
     if arch not in ARCHITECTURES: raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
     import importlib
     module, name = ARCHITECTURES[arch]
     cls = getattr(importlib.import_module(module), name)
-    if arch == "topk": return cls(d_in, cfg.d_sae, cfg.k, **kwargs)
     if arch == "switch": return cls(d_in, cfg.d_sae, cfg.k, cfg.n_experts, **kwargs)
-    return cls(d_in, cfg.d_sae, cfg.k, cfg.n_experts, e=cfg.e, **kwargs)
+    if arch in ("moe", "scale"): return cls(d_in, cfg.d_sae, cfg.k, cfg.n_experts, e=cfg.e, **kwargs)
+    return cls(d_in, cfg.d_sae, cfg.k, **kwargs)  # one dictionary: TopK and chapter 01c's baselines
 
 def seed_everything(seed):
     "Seed Python's, torch's (every device) and, when installed, numpy's random generators."

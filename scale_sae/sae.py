@@ -83,7 +83,8 @@ def _as_activations(x, d_in):
 # %% ../nbs/01_dense_sae.ipynb #a9150784
 SAE_CLASSES = {}  # architecture name -> class, filled as subclasses are defined; used by `load`
 # modules defining architectures, imported on demand so `BaseSAE.load` finds classes not yet imported
-_ARCH_MODULES = {'SwitchSAE': 'scale_sae.switch', 'MultiExpertSAE': 'scale_sae.moe', 'ScaleSAE': 'scale_sae.core'}
+_ARCH_MODULES = {'SwitchSAE': 'scale_sae.switch', 'MultiExpertSAE': 'scale_sae.moe', 'ScaleSAE': 'scale_sae.core',
+                 **dict.fromkeys(['ReLUSAE', 'GatedSAE', 'JumpReLUSAE', 'BatchTopKSAE'], 'scale_sae.baselines')}
 
 class BaseSAE(nn.Module):
     "What every SAE shares: a unit-norm decoder `W_dec` (d_sae, d_in), `b_dec`, decoding, the loss, files."
