@@ -22,11 +22,11 @@ def pack_active(z):
     width = max(int((z != 0).sum(-1).max()), 1) if len(z) else 1
     return z.topk(min(width, z.shape[-1]), dim=-1, sorted=False)
 
-# %% ../nbs/01c_baselines.ipynb #720d14f2
+# %% ../nbs/01c_baselines.ipynb #730113ad
 class PenaltySAE(BaseSAE):
     """An SAE whose code is a dense activation kept sparse by a penalty, not by a fixed k. `k` is the target mean L0:
     during training the penalty's coefficient follows it, multiplied each step by clip((L0 + 1) / (k + 1), 1/2, 2)
-    ** `coef_gain` (0 keeps it fixed). `sparsity_coef` is the start, in units of the first batch's norm."""
+    ** `coef_gain` (0 keeps it fixed), never below `sparsity_coef` (in units of the first batch's norm)."""
     penalty_power = 1  # the penalty grows like the data's norm to this power: 1 for an L1, 0 for an L0 count
 
     def __init__(self, d_in, d_sae, k, sparsity_coef, coef_gain=0.05, dead_tokens=10_000_000, **extra_cfg):
@@ -51,7 +51,11 @@ class PenaltySAE(BaseSAE):
         super().init_from_batch(x)
         x = self._flat(x)
         self.input_rms.copy_(self.batch_mean((x - self.b_dec).pow(2).sum(-1, keepdim=True)).sqrt().squeeze())
-        self.coef.fill_(self.cfg['sparsity_coef']).mul_(self.input_rms ** (2 - self.penalty_power))
+        self.coef.copy_(self.start_coef())
+
+    def start_coef(self):
+        "`sparsity_coef` in the data's units: where the coefficient starts, and the least it can become."
+        return self.cfg['sparsity_coef'] * self.input_rms ** (2 - self.penalty_power)
 
     def loss(self, x) -> dict:
         "Squared error plus the penalty terms, the dense code decoded as one matmul; reports the batch's mean `l0`."
@@ -66,13 +70,14 @@ class PenaltySAE(BaseSAE):
             self._track_firing(*pack_active(f.detach()))
             with torch.no_grad():
                 if self.coef_gain: self.coef.mul_(((l0 + 1) / (self.k + 1)).clamp(0.5, 2) ** self.coef_gain)
+                self.coef.clamp_(min=self.start_coef())
         return dict(loss=mse + sum(terms.values()), mse=mse, **terms, l0=l0)
 
-# %% ../nbs/01c_baselines.ipynb #5a22a738
+# %% ../nbs/01c_baselines.ipynb #d347f4e0
 class ReLUSAE(PenaltySAE):
     """The ReLU SAE with an L1 penalty (Anthropic, "Towards Monosemanticity", April 2024 update): decoder rows of free
     norm, and each activation's L1 weighted by its decoder row's norm."""
-    def __init__(self, d_in, d_sae, k, sparsity_coef=0.5, coef_gain=0.05, dead_tokens=10_000_000):
+    def __init__(self, d_in, d_sae, k, sparsity_coef=0.05, coef_gain=0.05, dead_tokens=10_000_000):
         super().__init__(d_in, d_sae, k, sparsity_coef, coef_gain, dead_tokens)
         self.W_enc = nn.Parameter(self.W_dec.detach().clone())
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
@@ -87,12 +92,12 @@ class ReLUSAE(PenaltySAE):
     def normalize_decoder(self): pass
     def remove_parallel_grads(self): pass
 
-# %% ../nbs/01c_baselines.ipynb #6372d623
+# %% ../nbs/01c_baselines.ipynb #40459c83
 class GatedSAE(PenaltySAE):
     """The Gated SAE (Rajamanoharan et al. 2024): a gate decides which latents fire, a magnitude path sharing its
     directions (rescaled by exp(r_mag)) says how much; L1 on the gate's ReLU plus an auxiliary reconstruction from it
     through a frozen decoder."""
-    def __init__(self, d_in, d_sae, k, sparsity_coef=0.5, coef_gain=0.05, dead_tokens=10_000_000):
+    def __init__(self, d_in, d_sae, k, sparsity_coef=0.05, coef_gain=0.05, dead_tokens=10_000_000):
         super().__init__(d_in, d_sae, k, sparsity_coef, coef_gain, dead_tokens)
         self.W_enc = nn.Parameter(self.W_dec.detach().clone())  # the gate's directions, shared by the magnitudes
         self.b_gate = nn.Parameter(torch.zeros(d_sae))
