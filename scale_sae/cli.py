@@ -99,8 +99,9 @@ def build_parser():
                                          "and the ablation, resumable, into one results file")
     p.add_argument("--results", default=None, help="the results file: finished runs are read from it and new ones "
                                                   "added as they finish (default: OUT/reproduce.json)")
-    p.add_argument("--stages", type=_int_list, default=[1, 2, 3],
-                   help="1: the line-up at k = 2 and 8; 2: the ablation; 3: k = 32 and e = 4, 8 (default: 1,2,3)")
+    p.add_argument("--stages", type=_int_list, default=[1, 2, 3, 4],
+                   help="1: the line-up at k = 2 and 8; 2: the ablation; 3: k = 32 and e = 4, 8; 4: chapter 01c's "
+                        "baselines at k = 8 (default: 1,2,3,4)")
     p.add_argument("--only", default=None, help="comma-separated run names: train only these (default: all)")
     common(p)
     _add_bench_parser(sub)

@@ -35,7 +35,10 @@ def evaluate(sae, data, model=None, tokens=None, layer=None, true_features=None,
         n_experts = getattr(sae, "n_experts", 1)
         out.update({n: v for n, v in redundancy_report(sae.W_dec, n_experts).items()})
         codes = [sae.encode(chunk) for chunk in x.split(batch_size)]
-        top_acts = torch.cat([a for a, _ in codes]); top_indices = torch.cat([i for _, i in codes])
+        # a penalty SAE's code is as wide as its busiest token (chapter 01c): pad with zeros, which count for nothing
+        width = max(a.shape[1] for a, _ in codes)
+        top_acts = torch.cat([torch.nn.functional.pad(a, (0, width - a.shape[1])) for a, _ in codes])
+        top_indices = torch.cat([torch.nn.functional.pad(i, (0, width - i.shape[1])) for _, i in codes])
         usage = expert_usage(top_indices, n_experts, sae.d_sae // n_experts, top_acts)
         out["expert_usage"] = usage.tolist()
         # 1 = every expert gets the same share of the active latents

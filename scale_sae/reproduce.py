@@ -31,10 +31,12 @@ def ablation_name(gate, decoder_norm, lb_coef):
     return f"switch-{gate}-{decoder_norm}-lb{lb_coef:g}"
 
 # %% ../nbs/06b_reproduce.ipynb #65602b17
-def reproduce_plan(cfg, d_in, ks=(2, 8), ablation_ks=(2, 8), late_k=32, es=(4, 8), topk_steps=None) -> list:
+def reproduce_plan(cfg, d_in, ks=(2, 8), ablation_ks=(2, 8), late_k=32, es=(4, 8), topk_steps=None, baseline_k=8,
+                   baselines=("relu", "gated", "jumprelu", "batchtopk")) -> list:
     """Every run of the experiment in the order it is trained, as dicts (name, stage, arch, cfg, sae_kwargs):
     stage 1 the line-up at `ks`, stage 2 the ablation at `ablation_ks`, stage 3 the line-up at `late_k` and Scale
-    SAE with each e of `es`. `topk_steps` caps the equal-width TopK's steps (None: `cfg.n_steps`)."""
+    SAE with each e of `es`, stage 4 chapter 01c's `baselines` at `baseline_k`. `topk_steps` caps the steps of the
+    SAEs that compute every latent, the equal-width TopK and the baselines (None: `cfg.n_steps`)."""
     # the paper's comparison first (its Switch against the book's Scale SAE), then what each differs in
     lineup = {"switch-paper": ("switch", {}, PAPER_SWITCH), "scale-e2": ("scale", dict(e=2), {}),
               "switch-authors": ("switch", {}, AUTHORS_SWITCH),
@@ -52,6 +54,7 @@ def reproduce_plan(cfg, d_in, ks=(2, 8), ablation_ks=(2, 8), late_k=32, es=(4, 8
             add(2, ablation_name(*corner), k, "switch", {}, dict(zip(ABLATION, corner)))
     for name, spec in lineup.items(): add(3, name, late_k, *spec)
     for e in es: add(3, f"scale-e{e}", late_k, "scale", dict(e=e), {})
+    for arch in baselines: add(4, arch, baseline_k, arch, dict(n_steps=topk_steps or cfg.n_steps), {})
     return plan
 
 # %% ../nbs/06b_reproduce.ipynb #13918d0a
@@ -114,13 +117,13 @@ def _finished_entry(run, settings, trained, firing_tokens, wall):
                 wall_seconds=wall, device=describe_device(sae.device), code=code_version(),
                 finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
-def reproduce(cfg, results_path, stages=(1, 2, 3), only=None, milestones=(0.1, 0.3), firing_tokens=65_536,
+def reproduce(cfg, results_path, stages=(1, 2, 3, 4), only=None, milestones=(0.1, 0.3), firing_tokens=65_536,
               progress=True, command=None, **plan_kwargs) -> dict:
     """Train every run of `reproduce_plan(cfg, ...)` in `stages` (and named in `only`, if given) that the JSON file
     `results_path` lacks, adding each to the file as it finishes. Returns the file's contents."""
     results_path = Path(results_path)
-    bad = set(stages) - {1, 2, 3}
-    if bad: raise ValueError(f"stages {sorted(bad)} do not exist: the experiment has stages 1, 2 and 3 (--stages)")
+    bad = set(stages) - {1, 2, 3, 4}
+    if bad: raise ValueError(f"stages {sorted(bad)} do not exist: the experiment has stages 1 to 4 (--stages)")
     if any(not 0 < f < 1 for f in milestones): raise ValueError(f"milestones {milestones} must be fractions of the steps, in (0, 1)")
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     if not isinstance(results.get("runs", {}), dict): raise ValueError(f"{results_path} is not a results file of `reproduce`")
