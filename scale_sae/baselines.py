@@ -57,6 +57,15 @@ class PenaltySAE(BaseSAE):
         "`sparsity_coef` in the data's units: where the coefficient starts, and the least it can become."
         return self.cfg['sparsity_coef'] * self.input_rms ** (2 - self.penalty_power)
 
+    @torch.no_grad()
+    def firing_point(self, pre):
+        """Per latent, the value of its pre-activations `pre` (N, d_sae) that a share k/d_sae of the tokens (at least
+        one) exceed, averaged over processes: where each latent's bias or threshold starts."""
+        n = len(pre)
+        if n < 2: return self.batch_mean(pre.float())
+        above = min(max(1, round(n * self.k / self.d_sae)), n - 1)
+        return self.batch_mean(pre.float().kthvalue(n - above, dim=0).values[None])
+
     def loss(self, x) -> dict:
         "Squared error plus the penalty terms, the dense code decoded as one matmul; reports the batch's mean `l0`."
         x = self._flat(x)
@@ -82,6 +91,12 @@ class ReLUSAE(PenaltySAE):
         self.W_enc = nn.Parameter(self.W_dec.detach().clone())
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
 
+    @torch.no_grad()
+    def init_from_batch(self, x):
+        "Then `b_enc` where each latent fires on k/d_sae of the batch: training starts at the target L0."
+        super().init_from_batch(x)
+        self.b_enc.sub_(self.firing_point(F.linear(self._flat(x) - self.b_dec, self.W_enc, self.b_enc)))
+
     def code(self, x):
         return F.relu(F.linear(x - self.b_dec, self.W_enc, self.b_enc)), {}
 
@@ -103,6 +118,12 @@ class GatedSAE(PenaltySAE):
         self.b_gate = nn.Parameter(torch.zeros(d_sae))
         self.r_mag = nn.Parameter(torch.zeros(d_sae))
         self.b_mag = nn.Parameter(torch.zeros(d_sae))
+
+    @torch.no_grad()
+    def init_from_batch(self, x):
+        "Then `b_gate` where each gate opens on k/d_sae of the batch: training starts at the target L0."
+        super().init_from_batch(x)
+        self.b_gate.sub_(self.firing_point(F.linear(self._flat(x) - self.b_dec, self.W_enc, self.b_gate)))
 
     def code(self, x):
         x = x - self.b_dec
@@ -167,9 +188,8 @@ class JumpReLUSAE(PenaltySAE):
     def init_from_batch(self, x):
         "Then each latent's threshold where it fires on k/d_sae of the batch: training starts at the target L0."
         super().init_from_batch(x)
-        threshold = self.pre_acts(self._flat(x)).float().quantile(1 - self.k / self.d_sae, dim=0)
         smallest = 1e-3 * self.input_rms / math.sqrt(self.d_in)  # a latent no token reaches starts just above 0
-        self.log_threshold.copy_(self.batch_mean(threshold[None]).clamp_min(smallest).log())
+        self.log_threshold.copy_(self.firing_point(self.pre_acts(self._flat(x))).clamp_min(smallest).log())
 
     def code(self, x):
         z = self.pre_acts(x)
@@ -184,7 +204,7 @@ class BatchTopKSAE(TopKSAE):
     """BatchTopK (Bussmann et al. 2024): in training, the N·k largest activations of a batch of N tokens, wherever they
     fall; at inference one threshold, the running mean (decay `threshold_decay`) of the smallest activation training
     batches kept."""
-    def __init__(self, d_in, d_sae, k, aux_k=None, aux_coef=1/32, threshold_decay=0.999, dead_tokens=10_000_000):
+    def __init__(self, d_in, d_sae, k, aux_k=None, aux_coef=1/32, threshold_decay=0.99, dead_tokens=10_000_000):
         check_number("threshold_decay", threshold_decay)
         if threshold_decay >= 1: raise ValueError(f"threshold_decay={threshold_decay} must be below 1, or the threshold never moves")
         super().__init__(d_in, d_sae, k, aux_k=aux_k, aux_coef=aux_coef, dead_tokens=dead_tokens)
