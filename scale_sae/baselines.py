@@ -28,6 +28,7 @@ class PenaltySAE(BaseSAE):
     during training the penalty's coefficient follows it, multiplied each step by clip((L0 + 1) / (k + 1), 1/2, 2)
     ** `coef_gain` (0 keeps it fixed), never below `sparsity_coef` (in units of the first batch's norm)."""
     penalty_power = 1  # the penalty grows like the data's norm to this power: 1 for an L1, 0 for an L0 count
+    start_bias = None  # the encoder bias that `init_from_batch` sets so that each latent starts at the target L0
 
     def __init__(self, d_in, d_sae, k, sparsity_coef, coef_gain=0.05, dead_tokens=10_000_000, **extra_cfg):
         check_number("sparsity_coef", sparsity_coef); check_number("coef_gain", coef_gain)
@@ -47,11 +48,15 @@ class PenaltySAE(BaseSAE):
 
     @torch.no_grad()
     def init_from_batch(self, x):
-        "`b_dec` at the geometric median, then the coefficient in units of the batch's root-mean-square norm."
+        """`b_dec` at the geometric median, the coefficient in units of the batch's root-mean-square norm, and
+        `start_bias` where each latent fires on k/d_sae of the batch: training starts at the target L0."""
         super().init_from_batch(x)
         x = self._flat(x)
         self.input_rms.copy_(self.batch_mean((x - self.b_dec).pow(2).sum(-1, keepdim=True)).sqrt().squeeze())
         self.coef.copy_(self.start_coef())
+        if self.start_bias is not None:
+            bias = getattr(self, self.start_bias)
+            bias.sub_(self.firing_point(F.linear(x - self.b_dec, self.W_enc, bias)))
 
     def start_coef(self):
         "`sparsity_coef` in the data's units: where the coefficient starts, and the least it can become."
@@ -86,16 +91,12 @@ class PenaltySAE(BaseSAE):
 class ReLUSAE(PenaltySAE):
     """The ReLU SAE with an L1 penalty (Anthropic, "Towards Monosemanticity", April 2024 update): decoder rows of free
     norm, and each activation's L1 weighted by its decoder row's norm."""
+    start_bias = "b_enc"
+
     def __init__(self, d_in, d_sae, k, sparsity_coef=0.05, coef_gain=0.05, dead_tokens=10_000_000):
         super().__init__(d_in, d_sae, k, sparsity_coef, coef_gain, dead_tokens)
         self.W_enc = nn.Parameter(self.W_dec.detach().clone())
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
-
-    @torch.no_grad()
-    def init_from_batch(self, x):
-        "Then `b_enc` where each latent fires on k/d_sae of the batch: training starts at the target L0."
-        super().init_from_batch(x)
-        self.b_enc.sub_(self.firing_point(F.linear(self._flat(x) - self.b_dec, self.W_enc, self.b_enc)))
 
     def code(self, x):
         return F.relu(F.linear(x - self.b_dec, self.W_enc, self.b_enc)), {}
@@ -112,18 +113,14 @@ class GatedSAE(PenaltySAE):
     """The Gated SAE (Rajamanoharan et al. 2024): a gate decides which latents fire, a magnitude path sharing its
     directions (rescaled by exp(r_mag)) says how much; L1 on the gate's ReLU plus an auxiliary reconstruction from it
     through a frozen decoder."""
+    start_bias = "b_gate"  # the gate decides what fires
+
     def __init__(self, d_in, d_sae, k, sparsity_coef=0.05, coef_gain=0.05, dead_tokens=10_000_000):
         super().__init__(d_in, d_sae, k, sparsity_coef, coef_gain, dead_tokens)
         self.W_enc = nn.Parameter(self.W_dec.detach().clone())  # the gate's directions, shared by the magnitudes
         self.b_gate = nn.Parameter(torch.zeros(d_sae))
         self.r_mag = nn.Parameter(torch.zeros(d_sae))
         self.b_mag = nn.Parameter(torch.zeros(d_sae))
-
-    @torch.no_grad()
-    def init_from_batch(self, x):
-        "Then `b_gate` where each gate opens on k/d_sae of the batch: training starts at the target L0."
-        super().init_from_batch(x)
-        self.b_gate.sub_(self.firing_point(F.linear(self._flat(x) - self.b_dec, self.W_enc, self.b_gate)))
 
     def code(self, x):
         x = x - self.b_dec
