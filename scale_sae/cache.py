@@ -4,7 +4,8 @@
 
 # %% ../nbs/00e_cache.ipynb #3ca876b4
 from __future__ import annotations
-import hashlib, json, os, time
+import errno, hashlib, json, os, re, sys, time, uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from .buffer import token_contexts
 from .hooks import residual_stream
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'keep_positions', 'outlier_threshold', 'file_sha256', 'ActivationCache']
+__all__ = ['CACHE_FORMAT', 'keep_positions', 'outlier_threshold', 'file_sha256', 'DiskFullError', 'disk_full', 'temp_name',
+           'stale_temps', 'read_manifest', 'ActivationCache']
 
 # %% ../nbs/00e_cache.ipynb #5a222991
 def keep_positions(tokens: torch.Tensor, skip_first: int = 0) -> torch.Tensor:
@@ -39,13 +41,51 @@ def file_sha256(path, chunk=1 << 24) -> str:
         while block := f.read(chunk): h.update(block)
     return h.hexdigest()
 
+class DiskFullError(OSError):
+    "A write failed because the disk, the user's quota or the process's file-size limit (`ulimit -f`) is full."
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+# torch and safetensors wrap the system's error in their own types and words ("unexpected pos" is torch.save's)
+_FULL_WORDS = ("No space left", "File too large", "StorageFull", "FileTooLarge", "Disk quota", "unexpected pos")
+
+def disk_full(err) -> bool:
+    "Whether the exception `err` (or one it was raised from) says the disk or a size limit is full."
+    while err is not None:
+        if getattr(err, "errno", None) in _FULL_ERRNOS or any(w in str(err) for w in _FULL_WORDS): return True
+        err = err.__cause__ or err.__context__
+    return False
+
+def _pid_alive(pid: int) -> bool:
+    "Whether a process `pid` runs on this machine (one owned by another user counts as running)."
+    if os.name == "nt": return True  # Windows has no signal 0 (os.kill would end the process): assume it runs
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def temp_name(path: Path) -> Path:
+    "The hidden sibling `.NAME.tmp-PID-RANDOM` that this process writes `path` into before renaming it."
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+_TEMP = re.compile(r"\.(.+)\.tmp-(\d+)-[0-9a-f]{8}")
+
+def stale_temps(folder: Path):
+    "The files in `folder` named by `temp_name` whose writer no longer runs: only this package's, only the dead ones."
+    for p in Path(folder).glob(".*.tmp-*"):
+        m = _TEMP.fullmatch(p.name)
+        if m and p.is_file() and not _pid_alive(int(m.group(2))): yield p
+
 def _write_atomic(path: Path, write):
-    "Call `write(tmp_path)`, then rename the temporary file onto `path`: a killed write never leaves a partial `path`."
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """Call `write(tmp_path)`, then rename the temporary file onto `path`: a killed write never leaves a partial `path`,
+    and a failed one (a full disk included) leaves `path` as it was and no temporary file behind."""
+    tmp = temp_name(path)
     try:
         write(tmp); os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
+    except Exception as err:
+        if disk_full(err): raise DiskFullError(f"no space to write {path} ({err}): it is unchanged; free some disk "
+                                               "space (or raise `ulimit -f`) or write somewhere else") from err
+        raise
+    finally: tmp.unlink(missing_ok=True)
 
 def _save_npy(path: Path, array: np.ndarray):
     def write(tmp):
@@ -62,25 +102,90 @@ def _check_settings(path: Path, saved: dict, wanted: dict):
         raise ValueError(f"The activation cache in {path} was made with other settings {diff} (saved, wanted); "
                          "use another folder or delete this one.")
 
+_SHARD_FILE = re.compile(r"shard-\d{5}\.(acts|tokens)\.npy")
+
+def _manifest_problem(m) -> str | None:
+    "What is wrong with the manifest `m`, or None: every shard a file of this folder, with its checksums and row count."
+    if not isinstance(m, dict): return "does not hold a manifest (a JSON object)"
+    for key, kind in (("settings", dict), ("shards", list), ("complete", bool)):
+        if not isinstance(m.get(key), kind): return f"has no valid {key!r} entry"
+    for i, s in enumerate(m["shards"]):
+        if not isinstance(s, dict): return f"has an entry for shard {i} that is not an object"
+        for kind in ("acts", "tokens"):
+            # a plain name of the shard pattern: a manifest cannot make the cache read a file outside its folder
+            if not (isinstance(s.get(kind), str) and _SHARD_FILE.fullmatch(s[kind])):
+                return f"names {s.get(kind)!r} as shard {i}'s {kind}, which is not a shard file of this folder"
+            if not isinstance(s.get(f"{kind}_sha256"), str): return f"has no checksum for {s[kind]}"
+        if not (isinstance(s.get("n_rows"), int) and s["n_rows"] > 0): return f"has no row count for shard {i}"
+    return None
+
+def read_manifest(path: Path) -> dict:
+    "The checked `manifest.json` of the cache folder `path`; a damaged one is refused, naming the file and the fix."
+    file = Path(path) / "manifest.json"
+    try: m = json.loads(file.read_text())
+    except (ValueError, UnicodeDecodeError) as err: problem = f"is not valid JSON ({err})"
+    else: problem = _manifest_problem(m)
+    if problem: raise ValueError(f"{file} {problem}: the cache is damaged; delete {path} and build it again")
+    return m
+
+def _shard_ok(path: Path, entry: dict) -> bool:
+    "Whether both files of the shard `entry` exist and match their checksums."
+    return all((path / entry[k]).is_file() and file_sha256(path / entry[k]) == entry[f"{k}_sha256"] for k in ("acts", "tokens"))
+
+@contextmanager
+def _building(path: Path, progress=True):
+    "Hold the folder's build lock: a second builder waits for the first, then finds the shards it wrote."
+    try: import fcntl
+    except ImportError: yield; return  # Windows: no advisory locks; builders must not overlap there
+    with open(path / ".build.lock", "a") as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress: print(f"another process is building the activation cache in {path}: waiting for it", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)  # the kernel releases it when the holder ends, even on kill -9
+        yield
+
 
 # %% ../nbs/00e_cache.ipynb #1d444c4d
 class ActivationCache:
     "Block-`layer` activations of a language model on a corpus, in float16 shards on disk, read back memory-mapped."
-    def __init__(self, path, expect: dict | None = None):
+    def __init__(self, path, expect: dict | None = None, verified=False):
         self.path = Path(path)
-        manifest = self.path / "manifest.json"
-        if not manifest.exists():
+        if not (self.path / "manifest.json").exists():
             raise FileNotFoundError(f"No activation cache in {self.path} (no manifest.json); build one with ActivationCache.build().")
-        self.manifest = json.loads(manifest.read_text())
+        self.manifest = read_manifest(self.path)
         self.settings = self.manifest["settings"]
         if expect is not None: _check_settings(self.path, self.settings, expect)
-        if not self.manifest.get("complete"):
+        if not self.manifest["complete"]:
             raise ValueError(f"The activation cache in {self.path} is incomplete ({len(self.manifest['shards'])} shards); "
                              "run ActivationCache.build() with the same settings to finish it.")
         self.shards = self.manifest["shards"]
-        self._acts = [np.load(self.path / s["acts"], mmap_mode="r") for s in self.shards]
+        if not self.shards: raise ValueError(f"The activation cache in {self.path} holds no tokens; build it with n_tokens >= 1.")
+        self._acts = [self._open(s) for s in self.shards]
+        if len({a.shape[1] for a in self._acts}) > 1:
+            raise ValueError(f"the shards in {self.path} hold rows of different widths: delete the folder and build it again")
         self.offsets = np.cumsum([0] + [len(a) for a in self._acts])
         self.n_tokens, self.d_in = int(self.offsets[-1]), self._acts[0].shape[1]
+        # checksums are checked on the first read of each shard (`_shard`); `build` has just checked them all
+        self._checked = set(range(len(self.shards))) if verified else set()
+
+    def _open(self, entry):
+        "The shard `entry`'s activations, memory-mapped, after checking that the file holds what the manifest says."
+        file = self.path / entry["acts"]
+        fix = "the cache is damaged; delete the folder and build it again"
+        try: acts = np.load(file, mmap_mode="r")
+        except (OSError, ValueError) as err: raise ValueError(f"{file} cannot be read ({err}): {fix}") from None
+        if acts.dtype != np.float16 or acts.ndim != 2 or len(acts) != entry["n_rows"]:
+            raise ValueError(f"{file} holds {acts.dtype} {acts.shape}, not the manifest's {entry['n_rows']} float16 rows: {fix}")
+        return acts
+
+    def _shard(self, i):
+        "Shard `i`'s activations; the first read of each checks its checksum, so a changed file is never used."
+        if i not in self._checked:
+            if not _shard_ok(self.path, self.shards[i]):
+                raise ValueError(f"{self.path / self.shards[i]['acts']} does not match its checksum in manifest.json: the "
+                                 "file was changed or damaged. Build the cache again (ActivationCache.build recomputes it).")
+            self._checked.add(i)
+        return self._acts[i]
 
     def __len__(self): return self.n_tokens
     def __repr__(self):
@@ -90,6 +195,7 @@ class ActivationCache:
 
     def tokens(self) -> torch.Tensor:
         "The token ids (n_contexts, ctx_len) of every cached context, in corpus order."
+        for i in range(len(self.shards)): self._shard(i)  # checks the token files too
         return torch.cat([torch.from_numpy(np.load(self.path / s["tokens"])) for s in self.shards]).long()
 
     def rows(self, index) -> torch.Tensor:
@@ -101,13 +207,14 @@ class ActivationCache:
         out = np.empty((len(index), self.d_in), dtype=np.float32)
         for s in np.unique(shard_of):
             sel = shard_of == s
-            out[order[sel]] = self._acts[s][sorted_idx[sel] - self.offsets[s]]
+            out[order[sel]] = self._shard(s)[sorted_idx[sel] - self.offsets[s]]
         return torch.from_numpy(out)
 
     def norms(self) -> torch.Tensor:
         "The L2 norm of every cached row, (n_tokens,), computed once shard by shard."
         if getattr(self, "_norms", None) is None:
-            self._norms = torch.cat([torch.from_numpy(np.linalg.norm(a.astype(np.float32), axis=1)) for a in self._acts])
+            self._norms = torch.cat([torch.from_numpy(np.linalg.norm(self._shard(i).astype(np.float32), axis=1))
+                                     for i in range(len(self.shards))])
         return self._norms
 
     def batch_fn(self, batch_size: int, seed: int = 0, max_norm: float | None = None, rank: int = 0, world_size: int = 1):
@@ -148,13 +255,26 @@ def _build(cls, path, model, tokenizer, texts, layer, n_tokens, ctx_len=128, ski
            model_batch_size=32, describe: dict | None = None, progress=True, stop_after_shards=None):
     "Compute (or finish) the cache in `path`: at least `n_tokens` kept activations of block `layer` on `texts`."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
+        raise ValueError(f"n_tokens={n_tokens!r} must be a whole number of at least 1")
     settings = dict(format=CACHE_FORMAT, layer=layer, ctx_len=ctx_len, skip_first=skip_first, shard_ctxs=shard_ctxs,
                     n_tokens=n_tokens, dtype="float16", **(describe or {}))
+    with _building(path, progress):
+        return _build_locked(cls, path, settings, model, tokenizer, texts, layer, n_tokens, ctx_len, skip_first,
+                             shard_ctxs, model_batch_size, progress, stop_after_shards)
+
+def _build_locked(cls, path, settings, model, tokenizer, texts, layer, n_tokens, ctx_len, skip_first, shard_ctxs,
+                  model_batch_size, progress, stop_after_shards):
     mpath = path / "manifest.json"
-    manifest = json.loads(mpath.read_text()) if mpath.exists() else dict(settings=settings, shards=[], complete=False)
+    manifest = read_manifest(path) if mpath.exists() else dict(settings=settings, shards=[], complete=False)
     _check_settings(path, manifest["settings"], settings)
-    if manifest["complete"]: return cls(path)
-    for stale in path.glob(".*.tmp*"): stale.unlink()  # left by a write that was killed; never part of the cache
+    # a shard changed since it was written is computed again, with every one after it (they follow in the stream)
+    damaged = next((i for i, s in enumerate(manifest["shards"]) if not _shard_ok(path, s)), None)
+    if damaged is not None:
+        if progress: print(f"{path / manifest['shards'][damaged]['acts']} is damaged: computing it again", file=sys.stderr)
+        manifest.update(shards=manifest["shards"][:damaged], complete=False)
+    if manifest["complete"]: return cls(path, verified=True)
+    for stale in stale_temps(path): stale.unlink(missing_ok=True)  # left by a killed build of this package
     device = next(model.parameters()).device
     done = sum(s["n_rows"] for s in manifest["shards"])
     contexts = token_contexts(texts, tokenizer, ctx_len)
@@ -183,6 +303,6 @@ def _build(cls, path, model, tokenizer, texts, layer, n_tokens, ctx_len=128, ski
     bar.close()
     manifest.update(complete=True, n_tokens=done, build_seconds=round(time.time() - t0, 1))
     _save_json(mpath, manifest)
-    return cls(path)
+    return cls(path, verified=True)
 
 ActivationCache.build = _build

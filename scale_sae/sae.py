@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 
 # %% ../nbs/01_dense_sae.ipynb #c7109032
 import inspect, math, os, shutil, tempfile, uuid
-from .cache import file_sha256  # chapter 00e checks its shards with it
+# chapter 00e checks its shards with these, and writes its files the same careful way
+from .cache import DiskFullError, _pid_alive, disk_full, file_sha256
 
 # %% ../nbs/01_dense_sae.ipynb #1b43a60a
 def geometric_median(x: torch.Tensor, n_iter: int = 200, tol: float = 1e-7, global_sum=None) -> torch.Tensor:
@@ -139,8 +140,13 @@ class BaseSAE(nn.Module):
 
     def decode(self, top_acts, top_indices):
         "Sum of the selected decoder rows weighted by their activations, plus `b_dec`."
-        return F.embedding_bag(top_indices, self.W_dec, per_sample_weights=top_acts.to(self.W_dec.dtype),
-                               mode='sum') + self.b_dec
+        try: out = F.embedding_bag(top_indices, self.W_dec, per_sample_weights=top_acts.to(self.W_dec.dtype), mode='sum')
+        except (IndexError, RuntimeError) as err:  # checked only on failure: a check on every call costs a host sync
+            if top_indices.numel() and not 0 <= int(top_indices.min()) <= int(top_indices.max()) < self.d_sae:
+                raise IndexError(f"latent indices must lie in 0..{self.d_sae - 1} (d_sae={self.d_sae}), got "
+                                 f"{int(top_indices.min())}..{int(top_indices.max())}") from None
+            raise
+        return out + self.b_dec
 
     def forward(self, x):
         "Reconstruction of `x` (..., d_in), same shape."
@@ -199,13 +205,14 @@ class BaseSAE(nn.Module):
         return self.b_dec.device
 
     def save(self, path):
-        "Write `model.safetensors` and `cfg.json` (with the weights' SHA-256) into the directory `path`, atomically."
+        """Write `model.safetensors` and `cfg.json` into the directory `path`, atomically. cfg.json records the weights'
+        SHA-256 and the weights file a copy of the settings, so that `load` notices an edit to either."""
         state = {n: t.detach().contiguous().cpu() for n, t in self.state_dict().items()}
         _refuse_nonfinite(state, f"refusing to save to {path}")
+        cfg = dict(architecture=type(self).__name__, **self.cfg, dtype=str(self.b_dec.dtype).removeprefix("torch."))
         def write(d):
-            save_file(state, str(d/'model.safetensors'))
-            (d/'cfg.json').write_text(json.dumps(dict(architecture=type(self).__name__, **self.cfg,
-                                                       weights_sha256=file_sha256(d/'model.safetensors')), indent=2))
+            save_file(state, str(d/'model.safetensors'), metadata={"scale_sae_cfg": json.dumps(cfg)})
+            (d/'cfg.json').write_text(json.dumps(dict(cfg, weights_sha256=file_sha256(d/'model.safetensors')), indent=2))
         write_dir_atomically(path, write, allowed=SAE_FILES)
 
     @classmethod
@@ -213,6 +220,9 @@ class BaseSAE(nn.Module):
         "Load an SAE saved with `save`; `BaseSAE.load` accepts any architecture, a subclass only its own."
         path = Path(path)
         recover_dir(path)
+        if (path/'sae_weights.safetensors').exists() and not (path/'model.safetensors').exists():
+            raise ValueError(f"{path} is a SAELens folder, not a save of this package: read it with "
+                             "scale_sae.interop.from_saelens (`scale-sae eval` reads both)")
         if not (path/'cfg.json').exists():
             raise FileNotFoundError(f"no cfg.json in {path}: pass the directory an SAE was saved to with `sae.save(dir)`")
         cfg = _read_cfg(path/'cfg.json')
@@ -220,14 +230,14 @@ class BaseSAE(nn.Module):
         if arch not in SAE_CLASSES and arch in _ARCH_MODULES:
             import importlib; importlib.import_module(_ARCH_MODULES[arch])
         if arch not in SAE_CLASSES:
-            raise ValueError(f"{path} holds an unknown architecture {arch!r}; known: {sorted(SAE_CLASSES)}")
+            raise ValueError(f"{path} holds an unknown architecture {arch!r}; known: {sorted(set(SAE_CLASSES) | set(_ARCH_MODULES))}")
         if cls is not BaseSAE and arch != cls.__name__:
             raise ValueError(f"{path} holds a {arch}, not a {cls.__name__}: load it with {arch}.load or BaseSAE.load")
-        try: sae = SAE_CLASSES[arch](**cfg)
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"{path/'cfg.json'} does not describe a valid {arch}: {err}; fix the file or save the SAE again") from err
-        state = _read_weights(path/'model.safetensors', digest)
-        try: sae.load_state_dict(state)
+        state, saved_cfg = _read_weights(path/'model.safetensors', digest)
+        _check_cfg_copy(path/'cfg.json', dict(cfg, architecture=arch), saved_cfg)
+        dtype = _saved_dtype(path/'cfg.json', cfg.pop('dtype', 'float32'))
+        sae = _build_checked(SAE_CLASSES[arch], cfg, state, path)
+        try: sae.to(dtype).load_state_dict(state)
         except RuntimeError as err:
             raise ValueError(f"weights in {path} do not fit the {arch} described by its cfg.json: {err}") from err
         return sae.to(device) if device is not None else sae
@@ -280,14 +290,6 @@ def _fsync(path):
     except OSError: pass  # some file systems cannot sync directories
     finally: os.close(fd)
 
-def _pid_alive(pid: int) -> bool:
-    "Whether a process `pid` runs on this machine (one owned by another user counts as running)."
-    if os.name == "nt": return True  # Windows has no signal 0 (os.kill would end the process): assume it runs
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    return True
-
 def _exchange(a, b) -> bool:
     "Swap the paths `a` and `b` in one atomic step (Linux renameat2); False where the system cannot."
     import ctypes
@@ -329,7 +331,11 @@ def write_dir_atomically(path, write, allowed=None):
                                          "them; save into a new or empty directory")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     try:
-        write(tmp)
+        try: write(tmp)
+        except Exception as err:  # the old directory is untouched; `finally` removes the partial new one
+            if disk_full(err): raise DiskFullError(f"no space to write {path} ({str(err)[:120]}): it is unchanged; free "
+                                                   "some disk space (or raise `ulimit -f`) or write somewhere else") from err
+            raise
         mask = _umask()
         os.chmod(tmp, 0o777 & ~mask)  # mkdtemp and some writers make owner-only files; a save gets normal modes
         for f in tmp.iterdir(): os.chmod(f, 0o666 & ~mask); _fsync(f)
@@ -359,11 +365,43 @@ def _read_cfg(file):
     return cfg
 
 def _read_weights(file, digest=None):
+    "(tensors, the settings copy saved with them or None) of a `model.safetensors`, checked against `digest`."
+    from safetensors import safe_open
     if not file.exists(): raise FileNotFoundError(f"{file} is missing; {_RESAVE}")
     if digest is not None and file_sha256(file) != digest:
         raise ValueError(f"{file} is corrupted: its SHA-256 differs from the one cfg.json recorded; {_RESAVE}")
-    try: state = load_file(str(file))
+    try:
+        state = load_file(str(file))
+        with safe_open(str(file), "pt") as f: meta = f.metadata() or {}
+        saved_cfg = json.loads(meta["scale_sae_cfg"]) if "scale_sae_cfg" in meta else None  # saves before 0.1.0 have none
     except Exception as err:  # safetensors raises its own error types for truncated or random files
         raise ValueError(f"{file} cannot be read as safetensors ({err}): it is truncated or damaged; {_RESAVE}") from err
     _refuse_nonfinite(state, f"{file} cannot be used")
-    return state
+    return state, saved_cfg
+
+def _check_cfg_copy(file, cfg, saved_cfg):
+    "Refuse a cfg.json that differs from the settings saved inside the weights file (which its checksum covers)."
+    if saved_cfg is None: return
+    diff = sorted(n for n in set(cfg) | set(saved_cfg) if cfg.get(n, "missing") != saved_cfg.get(n, "missing"))
+    if diff: raise ValueError(f"{file} was changed after saving: " + ", ".join(
+        f"{n} is {cfg.get(n, 'missing')!r} there but {saved_cfg.get(n, 'missing')!r} in the weights' copy" for n in diff)
+        + f"; restore the file or {_RESAVE}")
+
+def _saved_dtype(file, name):
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"{file}: dtype={name!r} is not a floating torch dtype; {_RESAVE}")
+    return dtype
+
+def _build_checked(cls, cfg, state, path):
+    "`cls(**cfg)`, built first without memory (meta device) to check that its tensors' shapes are those in `state`."
+    def build():
+        try: return cls(**cfg)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{path/'cfg.json'} does not describe a valid {cls.__name__}: {err}; fix the file or {_RESAVE}") from err
+    with torch.device("meta"): probe = build()
+    for name, t in probe.state_dict().items():
+        if name in state and state[name].shape != t.shape:
+            raise ValueError(f"{path}: {name} in model.safetensors is {tuple(state[name].shape)}, but the {cls.__name__} of "
+                             f"its cfg.json has {tuple(t.shape)}; {_RESAVE}")
+    return build()

@@ -12,9 +12,10 @@ import torch
 from tqdm.auto import tqdm
 
 # %% ../nbs/01a_trainer.ipynb #008ad71b
-import hashlib, warnings
+import hashlib, pickle, re, warnings
 from pathlib import Path
-from .sae import check_int, check_number, _pid_alive, _refuse_nonfinite
+from .sae import check_int, check_number, _refuse_nonfinite
+from .cache import DiskFullError, disk_full, stale_temps, temp_name
 
 # %% ../nbs/01a_trainer.ipynb #9a0832d6
 def paper_lr(d_sae: int) -> float:
@@ -141,6 +142,9 @@ class Trainer:
     def fit(self, batches, until=None, progress=True, on_step=None):
         "Train from the current step up to step `until` (default `n_steps`); `on_step(trainer, losses)` runs after each step."
         until = self.n_steps if until is None else min(until, self.n_steps)
+        if torch.is_tensor(batches):  # iterating it would give one token per step
+            raise TypeError(f"batches is one tensor {tuple(batches.shape)}: pass a list of (batch_size, d_in) batches "
+                            "(e.g. list(x.split(batch_size))), an iterable of them, or a function step -> batch")
         if self.step >= until: return self.history
         bar = tqdm(total=until, initial=self.step, disable=not progress or not self.is_main, desc="train", dynamic_ncols=True)
         t0 = time.perf_counter() - self.elapsed
@@ -160,6 +164,9 @@ class Trainer:
                 if on_step is not None: on_step(self, losses)
                 if self.step >= until: break
         finally: bar.close()
+        if self.step < until:  # the batches ran out: say so, since the schedule assumed `n_steps`
+            warnings.warn(f"the batches ran out at step {self.step} of {until}: training stopped early; pass more "
+                          "batches (or a function step -> batch) and call fit again to continue", stacklevel=2)
         return self.history
 
     def state_dict(self):
@@ -279,18 +286,29 @@ def save_checkpoint(state, path):
     path = Path(path)
     _refuse_nonfinite(state["sae"], f"refusing to checkpoint to {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f"{path.name}.tmp*"):  # left by a writer that was killed
-        pid = stale.name[len(path.name) + 4:]
-        if pid.isdigit() and not _pid_alive(int(pid)): stale.unlink(missing_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    torch.save({**state, "sha256": state_digest(state)}, tmp)
-    with open(tmp, "rb") as f: os.fsync(f.fileno())
+    for stale in stale_temps(path.parent): stale.unlink(missing_ok=True)  # left by a writer that was killed
+    tmp = temp_name(path)
+    try:
+        torch.save({**state, "sha256": state_digest(state)}, tmp)
+        with open(tmp, "rb") as f: os.fsync(f.fileno())
+    except Exception as err:  # a full disk: the earlier checkpoints stay, the partial file goes
+        tmp.unlink(missing_ok=True)
+        if disk_full(err): raise DiskFullError(f"no space to write the checkpoint {path} ({str(err)[:100]}); the earlier "
+                                               "checkpoints are kept: free some disk space and resume") from err
+        raise
     if path.exists(): os.replace(path, previous_checkpoint(path))
     os.replace(tmp, path)
     return path
 
 def _read_checkpoint(path, map_location):
-    try: state = torch.load(path, map_location=map_location, weights_only=False)
+    # weights_only: unpickling may only rebuild tensors and plain data, so a crafted file cannot run code on load
+    try: state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        raise ValueError(f"{path} holds objects other than tensors and plain data ({found[1] if found else 'see torch.load'}); it "
+                         "is refused because loading it could run code. Checkpoints of this package hold only tensors, "
+                         "numbers, strings, lists and dicts: start the run over, or if you trust the file, load it with "
+                         "torch.load(path, weights_only=False) and save what you need") from None
     except Exception as err:  # torch and pickle raise many types for a truncated or random file
         raise ValueError(f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:150]})") from err
     if not isinstance(state, dict) or "sae" not in state: raise ValueError(f"{path} is not a Trainer checkpoint")
