@@ -45,8 +45,10 @@ class DiskFullError(OSError):
     "A write failed because the disk, the user's quota or the process's file-size limit (`ulimit -f`) is full."
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
-# torch and safetensors wrap the system's error in their own types and words ("unexpected pos" is torch.save's)
-_FULL_WORDS = ("No space left", "File too large", "StorageFull", "FileTooLarge", "Disk quota", "unexpected pos")
+# torch, safetensors and numpy wrap the system's error in their own types and words ("unexpected pos" is torch.save's;
+# numpy reports a short write as "N requested and M written")
+_FULL_WORDS = ("No space left", "File too large", "StorageFull", "FileTooLarge", "Disk quota", "unexpected pos",
+               "requested and")
 
 def disk_full(err) -> bool:
     "Whether the exception `err` (or one it was raised from) says the disk or a size limit is full."

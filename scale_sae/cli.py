@@ -20,9 +20,37 @@ def _field_type(f):
     args = [a for a in typing.get_args(t) if a is not type(None)]
     return args[0] if args else t
 
+def _optional(f):
+    t = f.type if not isinstance(f.type, str) else eval(f.type, vars(typing))
+    return type(None) in typing.get_args(t)
+
 def _int_list(s):
     try: return [int(v) for v in s.split(",")]
     except ValueError: raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, such as 8,16,32; got {s!r}") from None
+
+def _whole_number(s):
+    "An int from '1000', '1_000' or '1e3'; a fraction is refused."
+    try: return int(s)
+    except ValueError: pass
+    try: value = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if not value.is_integer(): raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}")
+    return int(value)
+
+def _number(s):
+    try: return float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+
+def _converter(t, optional):
+    "The argparse type of a `RunConfig` field of type `t`: 'none' means None where the field allows it."
+    parse = {bool: _parse_bool, int: _whole_number, float: _number}.get(t, t)
+    def convert(s):
+        if s.lower() == "none":
+            if optional: return None
+            raise argparse.ArgumentTypeError("this setting cannot be none")
+        return parse(s)
+    convert.__name__ = t.__name__
+    return convert
 
 def _parse_bool(s):
     if s.lower() in ("1", "true", "yes", "on"): return True
@@ -43,9 +71,9 @@ def _add_config_flags(parser):
             group.add_argument(f"--{f.name}", type=_int_list, default=None,
                                help=SWEEPABLE[f.name] + "; a comma-separated list sweeps it")
             continue
-        conv = _parse_bool if t is bool else (lambda s, t=t: None if s.lower() == "none" else t(s))
-        group.add_argument(f"--{f.name.replace('_', '-')}", *aliases.get(f.name, []), dest=f.name, type=conv,
-                           default=None, metavar=f.name.upper())
+        # SUPPRESS: a flag not given leaves no attribute, so a given "none" is told apart from no flag
+        group.add_argument(f"--{f.name.replace('_', '-')}", *aliases.get(f.name, []), dest=f.name,
+                           type=_converter(t, _optional(f)), default=argparse.SUPPRESS, metavar=f.name.upper())
 
 def config_from_args(args):
     "The preset named by `--preset` with every given flag applied, and the lists of k and e values to run."
@@ -55,7 +83,7 @@ def config_from_args(args):
         PRESETS = reproduce_presets()
     cfg = PRESETS[args.preset]
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
-               if f.name not in SWEEPABLE and getattr(args, f.name, None) is not None}
+               if f.name not in SWEEPABLE and hasattr(args, f.name)}
     cfg = cfg.replace(**changes)
     ks = args.k or (COMPARE_KS.get(args.preset, [cfg.k]) if args.command == "compare" else [cfg.k])
     es = args.e or [cfg.e]
@@ -124,7 +152,13 @@ def run_bench(args):
     "`scale-sae bench`: `moe.bench` with the parsed sizes; a bad size or option ends with its message."
     import torch
     from scale_sae.moe import bench
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from scale_sae.runs import RunConfig, resolve_device
+    for name in ("d", "d_sae", "n_experts", "e", "k", "tokens", "repeats", "warmup"):
+        if getattr(args, name) < (0 if name == "warmup" else 1):
+            raise SystemExit(f"scale-sae bench: --{name.replace('_', '-')}={getattr(args, name)} must be at least "
+                             f"{0 if name == 'warmup' else 1}")
+    try: device = str(resolve_device(RunConfig(device=args.device)))
+    except (RuntimeError, ValueError) as err: raise SystemExit(f"scale-sae bench: --device {args.device}: {err}") from None
     dtypes = [s.strip() for s in args.dtypes.split(",") if s.strip()]
     try:
         return bench(d=args.d, d_sae=args.d_sae, n_experts=args.n_experts, e=args.e, k=args.k, tokens=args.tokens,
@@ -188,7 +222,9 @@ def run_command(argv=None):
     from scale_sae.trainer import keep_freed_memory
     if resolve_device(cfg).type == "cpu": keep_freed_memory()  # a CPU step reallocates its gradients (chapter 01a)
     if args.command == "compare":
+        from scale_sae.runs import ARCHITECTURES
         archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+        if not archs: raise SystemExit(f"scale-sae compare: --arch needs at least one architecture, from {','.join(ARCHITECTURES)}")
         results, table, report = run_compare(cfg, ks, archs, es, resume=resume, progress=progress)
         if rank > 0: return 0
         _print_table(table)
@@ -215,7 +251,10 @@ def run_command(argv=None):
         from scale_sae.evaluate import evaluate
         from scale_sae.sae import BaseSAE
         from scale_sae.runs import json_safe, prepare_data, resolve_device
-        sae = BaseSAE.load(args.sae_dir, device=resolve_device(cfg))
+        if (Path(args.sae_dir) / "sae_weights.safetensors").exists():  # a SAELens folder, ours or SAELens's
+            from scale_sae.interop import from_saelens
+            sae = from_saelens(args.sae_dir, device=resolve_device(cfg))
+        else: sae = BaseSAE.load(args.sae_dir, device=resolve_device(cfg))
         data = prepare_data(cfg, progress=progress)
         if sae.d_in != data.d_in:
             raise SystemExit(f"the SAE reads {sae.d_in}-dimensional activations but layer {cfg.layer} of "
@@ -229,11 +268,19 @@ def run_command(argv=None):
 # the errors that describe a problem with the inputs, files or run rather than a bug
 USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ArithmeticError, RunLockedError)
 
+def _one_line(err) -> str:
+    if isinstance(err, KeyError) and err.args: return f"missing entry {err.args[0]!r}"  # str(KeyError) is only the key
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if isinstance(err, USER_ERRORS) else f"{type(err).__name__}: {text}"
+
 def main(argv=None):
-    "Entry point of the `scale-sae` command: `run_command`, with user errors as one line on stderr and exit status 1."
+    """Entry point of the `scale-sae` command: `run_command`, with any error as one line on stderr and exit status 1
+    (set SCALE_SAE_TRACEBACK=1 for the traceback)."""
+    import os
     try: return run_command(argv)
-    except USER_ERRORS as err:
-        print(f"scale-sae: error: {err}", file=sys.stderr)
+    except Exception as err:  # errors of every library used (torch, safetensors, datasets) end the same way
+        if os.environ.get("SCALE_SAE_TRACEBACK"): raise
+        print(f"scale-sae: error: {_one_line(err)}", file=sys.stderr)
         return 1
 
 # %% ../nbs/05b_cli.ipynb #961a0aa3

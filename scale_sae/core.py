@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .moe import MultiExpertSAE
-from .switch import DISPATCH
+from .switch import DISPATCH, reference_shape, reference_tensors
 
 # %% ../nbs/04_feature_scaling.ipynb #65043d1b
 def scale_features(W, A, omega):
@@ -53,8 +53,15 @@ class ScaleSAE(MultiExpertSAE):
     def from_reference_state_dict(cls, state_dict, k, e=2, gate='softmax', **kwargs):
         """Build from a checkpoint in the reference code's layout (`expert_modules.{i}.encoder.weight`, `gate.weight`, ...).
         Its router's `gate.weight`, `gate.bias` and `b_gate` are our `W_router`, `b_router` and `router_centre`."""
-        n_experts, d_in = state_dict['gate.weight'].shape
-        m = state_dict['expert_modules.0.encoder.weight'].shape[0]
+        n_experts, d_in = reference_shape(state_dict, 'gate.weight', 2)
+        m = reference_shape(state_dict, 'expert_modules.0.encoder.weight', 2)[0]
+        shapes = {'gate.weight': (n_experts, d_in), 'gate.bias': (n_experts,), 'b_gate': (d_in,), 'b_dec': (d_in,),
+                  'omega': (n_experts,), 'lp_transform_encoder.weight': (d_in, d_in)}
+        for i in range(n_experts):
+            shapes.update({f'expert_modules.{i}.encoder.weight': (m, d_in), f'expert_modules.{i}.encoder.bias': (m,),
+                           f'expert_modules.{i}.decoder': (m, d_in)})
+        # the reference keeps a `beta` and a decoder-side transform that its forward pass never uses
+        state_dict = reference_tensors(state_dict, shapes, unused=('beta', 'lp_transform_decoder.weight'))
         sae = cls(d_in, n_experts * m, k, n_experts, e=e, gate=gate, **kwargs)
         expert = lambda i, name: state_dict[f'expert_modules.{i}.{name}']
         with torch.no_grad():

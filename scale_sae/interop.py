@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 # %% ../nbs/07_saelens.ipynb #0de2c158
-from .sae import BaseSAE, TopKSAE
+from .sae import BaseSAE, TopKSAE, recover_dir, write_dir_atomically
 from .baselines import BatchTopKSAE, GatedSAE, JumpReLUSAE, ReLUSAE
 from .metrics import latent_frequency
 from .switch import SwitchSAE
@@ -104,15 +104,20 @@ def to_saelens(sae, path, run=None, activations=None, **metadata) -> Path:
                apply_b_dec_to_input=True, normalize_activations="none", reshape_activations="none")
     if arch == "topk": cfg["rescale_acts_by_decoder_norm"] = False
     elif arch in ("switch", "scale"): cfg.update(n_experts=sae.n_experts, e=sae.e, gate=sae.gate)
-    tensors = saelens_tensors(sae)
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    tensors, path = saelens_tensors(sae), Path(path)
+    if (path / "model.safetensors").exists():
+        raise FileExistsError(f"{path} holds an SAE saved by this package (model.safetensors): exporting there would "
+                              "replace it; pass another folder, e.g. a sibling named saelens")
+    sparsity = None
     if activations is not None:
         frequency = latent_frequency(sae, activations).float().cpu()
         meta["l0"] = frequency.sum().item()  # SAELens's trainer records the mean L0 here too
-        save_file({"sparsity": log_sparsity(frequency)}, str(path / SAELENS_SPARSITY))
-    save_file(tensors, str(path / SAELENS_WEIGHTS))
-    (path / SAELENS_CFG).write_text(json.dumps(dict(cfg, metadata={**meta, **metadata}), indent=1))
-    return path
+        sparsity = {"sparsity": log_sparsity(frequency)}
+    def write(d):  # the whole folder at once: an earlier export is replaced entirely, or not at all
+        if sparsity is not None: save_file(sparsity, str(d / SAELENS_SPARSITY))
+        save_file(tensors, str(d / SAELENS_WEIGHTS))
+        (d / SAELENS_CFG).write_text(json.dumps(dict(cfg, metadata={**meta, **metadata}), indent=1))
+    return write_dir_atomically(path, write, allowed=(SAELENS_CFG, SAELENS_WEIGHTS, SAELENS_SPARSITY))
 
 # %% ../nbs/07_saelens.ipynb #515c2521
 # the class a SAELens folder becomes when it does not name one of ours in its metadata
@@ -124,11 +129,22 @@ OUR_CLASSES = {c.__name__: c for c in (TopKSAE, SwitchSAE, MultiExpertSAE, Scale
 def read_saelens(path) -> tuple:
     "(cfg dict, tensors) of the SAELens folder `path`."
     path = Path(path)
+    recover_dir(path)  # finish what a killed `to_saelens` left
     if not (path / SAELENS_WEIGHTS).exists():
         if (path / "model.safetensors").exists():
             raise ValueError(f"{path} holds an SAE saved by scale-sae's own `save`, not SAELens's format: use BaseSAE.load")
         raise FileNotFoundError(f"no {SAELENS_WEIGHTS} in {path}: pass a folder written by SAELens or `to_saelens`")
-    return json.loads((path / SAELENS_CFG).read_text()), load_file(str(path / SAELENS_WEIGHTS))
+    fix = "export the SAE again, or download the folder again"
+    try: cfg = json.loads((path / SAELENS_CFG).read_text())
+    except FileNotFoundError: raise FileNotFoundError(f"no {SAELENS_CFG} in {path}: {fix}") from None
+    except (ValueError, UnicodeDecodeError) as err: raise ValueError(f"{path / SAELENS_CFG} is not valid JSON ({err}): {fix}") from None
+    if not isinstance(cfg, dict): raise ValueError(f"{path / SAELENS_CFG} holds a {type(cfg).__name__}, not a settings object: {fix}")
+    try: tensors = load_file(str(path / SAELENS_WEIGHTS))
+    except Exception as err:  # safetensors raises its own types for truncated or random files
+        raise ValueError(f"{path / SAELENS_WEIGHTS} cannot be read as safetensors ({err}): it is truncated or damaged; {fix}") from None
+    bad = [n for n, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad: raise ValueError(f"{path / SAELENS_WEIGHTS}: NaN or infinite values in {', '.join(bad)}; the SAE cannot be used")
+    return cfg, tensors
 
 def _folded(cfg, t):
     "SAELens's options folded into the weights `t` (a dict), so that ours computes the same function."
@@ -159,17 +175,29 @@ def from_saelens(path, device=None) -> BaseSAE:
     if routed and not cfg.get("apply_b_dec_to_input", True):
         raise ValueError(f"{path}: a routed SAE here always subtracts b_dec from its input (apply_b_dec_to_input=True)")
     def need(name):
-        if name not in tensors: raise ValueError(f"{path}: {SAELENS_WEIGHTS} has no {name!r}, which a SAELens {arch} SAE needs")
+        if name not in tensors: raise ValueError(f"{path / SAELENS_WEIGHTS} has no {name!r}, which a SAELens {arch} SAE needs")
         return tensors[name].float()
-    ours = cfg.get("metadata", {}).get("scale_sae", {})
+    def setting(name):
+        if name not in cfg: raise ValueError(f"{path / SAELENS_CFG} has no {name!r}, which a SAELens {arch} SAE needs")
+        return cfg[name]
+    ours = (cfg.get("metadata") or {}).get("scale_sae") or {}
+    if ours and ours.get("architecture") not in OUR_CLASSES:
+        raise ValueError(f"{path / SAELENS_CFG}: metadata.scale_sae.architecture is {ours.get('architecture')!r}, not one "
+                         f"of {sorted(OUR_CLASSES)}; remove metadata.scale_sae to read it as a plain SAELens {arch} SAE")
     cls = OUR_CLASSES[ours["architecture"]] if ours else DEFAULT_CLASSES[arch]
     saved = ours.get("cfg", {})
     # a penalty SAE trained elsewhere has no k: its target L0 only matters for more training; its recorded L0 stands in
     k = cfg.get("k", saved.get("k")) or max(1, round(cfg.get("metadata", {}).get("l0") or 1))
-    kwargs = {**saved, "d_in": cfg["d_in"], "d_sae": cfg["d_sae"], "k": min(k, cfg["d_sae"])}
-    if routed: kwargs.update(n_experts=cfg["n_experts"], gate=cfg["gate"], **({} if cls is SwitchSAE else dict(e=cfg["e"])))
+    kwargs = {**saved, "d_in": setting("d_in"), "d_sae": setting("d_sae"), "k": min(k, setting("d_sae"))}
+    if routed: kwargs.update(n_experts=setting("n_experts"), gate=setting("gate"),
+                             **({} if cls is SwitchSAE else dict(e=setting("e"))))
     if cls is ScaleSAE: kwargs["scaling"] = False  # the file holds Ŵ, feature scaling already applied
-    sae = cls(**kwargs)
+    # the sizes are checked against the weights before anything of that size is allocated
+    if "W_dec" in tensors and tuple(tensors["W_dec"].shape) != (kwargs["d_sae"], kwargs["d_in"]):
+        raise ValueError(f"{path / SAELENS_CFG} says d_in={kwargs['d_in']}, d_sae={kwargs['d_sae']}, but W_dec in "
+                         f"{SAELENS_WEIGHTS} is {tuple(tensors['W_dec'].shape)}: export the SAE again")
+    try: sae = cls(**kwargs)
+    except (TypeError, ValueError) as err: raise type(err)(f"{path / SAELENS_CFG} does not describe a valid {cls.__name__}: {err}") from None
     names = ["W_enc", "W_dec", "b_dec"] + (["b_gate", "r_mag", "b_mag"] if cls is GatedSAE else ["b_enc"])
     if routed: names += ["W_router", "b_router", "router_centre"]
     t = _folded(cfg, {n: need(n) for n in names})
@@ -186,6 +214,7 @@ def from_saelens(path, device=None) -> BaseSAE:
     with torch.no_grad():
         for name, value in state.items():
             if getattr(sae, name).shape != value.shape:
-                raise ValueError(f"{path}: {name} is {tuple(value.shape)}, its cfg.json implies {tuple(getattr(sae, name).shape)}")
+                raise ValueError(f"{path / SAELENS_WEIGHTS}: {name} is {tuple(value.shape)}, its cfg.json implies "
+                                 f"{tuple(getattr(sae, name).shape)}")
             getattr(sae, name).copy_(value)
     return sae.eval() if device is None else sae.eval().to(device)

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['GATES', 'DISPATCH', 'DECODER_NORMS', 'count_per_expert', 'load_balance', 'group_by_expert', 'dispatch_sparse',
-           'dispatch_padded', 'dispatch_dense', 'dispatch_auto', 'RoutedSAE', 'SwitchSAE', 'check_dispatch_agrees']
+           'dispatch_padded', 'dispatch_dense', 'dispatch_auto', 'RoutedSAE', 'SwitchSAE', 'check_dispatch_agrees',
+           'reference_shape', 'reference_tensors']
 
 # %% ../nbs/02_switch_sae.ipynb #53fc5c77
 import torch
@@ -233,9 +234,11 @@ class SwitchSAE(RoutedSAE):
     def from_reference_state_dict(cls, state_dict, k, gate='prob', **kwargs):
         """Build from a Switch SAE checkpoint in the reference layout (`encoder.weight`, `router.weight`, ...).
         The reference's `b_router` is the router centre, our `router_centre`; it has no logit bias."""
+        d_sae, d_in = reference_shape(state_dict, 'encoder.weight', 2)
+        n_experts = reference_shape(state_dict, 'router.weight', 2)[0]
+        state_dict = reference_tensors(state_dict, {'encoder.weight': (d_sae, d_in), 'router.weight': (n_experts, d_in),
+                                                    'decoder': (d_sae, d_in), 'b_dec': (d_in,), 'b_router': (d_in,)})
         enc = state_dict['encoder.weight']
-        d_sae, d_in = enc.shape
-        n_experts = state_dict['router.weight'].shape[0]
         sae = cls(d_in, d_sae, k, n_experts, gate=gate, **kwargs)
         with torch.no_grad():
             sae.W_enc.copy_(enc.view(n_experts, d_sae // n_experts, d_in))
@@ -263,3 +266,29 @@ def check_dispatch_agrees(sae, x, modes=('sparse', 'dense'), atol=1e-5):
         for n in out: torch.testing.assert_close(out[n], first_out[n], atol=atol, rtol=atol)
         for n in grads: torch.testing.assert_close(grads[n], first_grads[n], atol=atol, rtol=atol, msg=n)
     return first_grads
+
+# %% ../nbs/02_switch_sae.ipynb #26345627
+def reference_shape(state_dict, name, ndim) -> tuple:
+    "The shape of the `ndim`-dimensional tensor `name` of a reference state dict, which the other sizes follow from."
+    t = state_dict.get(name) if isinstance(state_dict, dict) else None
+    if not torch.is_tensor(t) or t.dim() != ndim:
+        got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+        raise ValueError(f"the reference state dict needs a {ndim}-D tensor {name!r}, got {got}: pass the reference model's state_dict()")
+    return tuple(t.shape)
+
+def reference_tensors(state_dict, shapes: dict, unused=()) -> dict:
+    """The entries of `state_dict` that `shapes` names (name -> shape), each checked: present, of that shape exactly,
+    floating and finite; an entry neither in `shapes` nor in `unused` (the reference's, which we do not read) is refused."""
+    missing = [n for n in shapes if n not in state_dict]
+    extra = sorted(set(state_dict) - set(shapes) - set(unused))
+    if missing: raise ValueError(f"the reference state dict has no {', '.join(missing)}: pass the reference model's state_dict()")
+    if extra: raise ValueError(f"the reference state dict holds entries this model does not have ({', '.join(extra[:5])}): "
+                               "is it a checkpoint of another architecture or number of experts?")
+    for name, shape in shapes.items():
+        t = state_dict[name]
+        got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+        if got != tuple(shape): raise ValueError(f"the reference state dict's {name} is {got}, but the router and "
+                                                 f"encoder make it {tuple(shape)}")
+        if not t.is_floating_point() or not torch.isfinite(t).all():
+            raise ValueError(f"the reference state dict's {name} is not all finite floating-point values")
+    return {n: state_dict[n] for n in shapes}

@@ -322,6 +322,8 @@ def load_checkpoint(path, map_location=None) -> dict:
     """The state `save_checkpoint` wrote to `path`, checked (checksum, finite weights); if that file is missing or
     damaged, the previous checkpoint, with a warning naming the problem."""
     problems = []
+    if Path(path).parent.is_dir():
+        for stale in stale_temps(Path(path).parent): stale.unlink(missing_ok=True)  # left by a writer that was killed
     for p in (Path(path), previous_checkpoint(path)):
         if not p.exists(): continue
         try: state = _read_checkpoint(p, map_location)

@@ -2,7 +2,8 @@
 
 The table `ERRORS` holds the cases that must raise: (case, setup-and-call, error type, words the message must hold).
 The tests after it cover what is not a single call: kill -9 during a save over a save, locks, reuse of results,
-non-finite training, checkpoint fallback, input dtypes, and the command's exit status."""
+non-finite training, checkpoint fallback, input dtypes, and the command's exit status. Kills at every step of a
+write, full disks, untrusted files and the rest of the command line's inputs are in tests/test_robustness.py."""
 import contextlib, dataclasses, io, json, multiprocessing, os, random, signal, socket, subprocess, sys, time, warnings
 from pathlib import Path
 
@@ -228,43 +229,7 @@ def test_every_case_is_distinct():
     assert len({c[0] for c in ERRORS}) == len(ERRORS) >= 50
 
 
-# ---- kill -9 during a save over an existing save
-
-def _save_forever(path, use_exchange):
-    "Child process: save SAE b, then a, then b, ... over `path` until killed."
-    import scale_sae.sae as sae_module
-    if not use_exchange: sae_module._exchange = lambda a, b: False  # the two-rename fallback and its recovery
-    saes = [_numbered_sae(1), _numbered_sae(0)]
-    for i in range(10**9): saes[i % 2].save(path)
-
-
-def _numbered_sae(seed):
-    torch.manual_seed(seed)
-    return TopKSAE(64, 4096, 16)
-
-
-@pytest.mark.parametrize("use_exchange,trials", [(True, 16), (False, 8)], ids=["exchange", "two renames"])
-def test_kill_during_save_leaves_old_or_new(tmp_path, use_exchange, trials):
-    ctx = multiprocessing.get_context("forkserver")  # children start fast and never inherit busy threads
-    ctx.set_forkserver_preload(["torch", "scale_sae.sae"])
-    path = tmp_path / "sae"
-    expected = [_numbered_sae(0).W_enc.detach(), _numbered_sae(1).W_enc.detach()]
-    _numbered_sae(0).save(path)
-    rng, seen = random.Random(0), set()
-    for _ in range(trials):
-        child = ctx.Process(target=_save_forever, args=(path, use_exchange), daemon=True)
-        child.start()
-        time.sleep(rng.uniform(0.3, 1.2))  # past the child's start-up, at a random point of its save loop
-        os.kill(child.pid, signal.SIGKILL); child.join()
-        assert child.exitcode == -signal.SIGKILL, "the child must die from the kill, mid-loop"
-        loaded = TopKSAE.load(path).W_enc
-        which = [i for i, w in enumerate(expected) if torch.equal(loaded, w)]
-        assert which, "the directory holds neither the old nor the new SAE"
-        seen.add(which[0])
-    assert seen == {0, 1}, "the kills should land at different points, leaving sometimes one and sometimes the other"
-    _numbered_sae(0).save(path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sae"], "leftovers of the killed writers were not cleaned"
-
+# ---- kill -9 during a save over an existing save: tests/test_robustness.py kills the writer at every step
 
 def test_stale_leftovers_are_cleaned_and_modes_normal(tmp_path):
     path = saved_sae(tmp_path)
