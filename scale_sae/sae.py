@@ -233,6 +233,8 @@ class BaseSAE(nn.Module):
             raise ValueError(f"{path} holds an unknown architecture {arch!r}; known: {sorted(set(SAE_CLASSES) | set(_ARCH_MODULES))}")
         if cls is not BaseSAE and arch != cls.__name__:
             raise ValueError(f"{path} holds a {arch}, not a {cls.__name__}: load it with {arch}.load or BaseSAE.load")
+        try: _check_cfg_types(SAE_CLASSES[arch], {n: v for n, v in cfg.items() if n != 'dtype'})  # a wrong type, named first
+        except TypeError as err: raise TypeError(f"{path/'cfg.json'} does not describe a valid {arch}: {err}; fix the file or {_RESAVE}") from err
         state, saved_cfg = _read_weights(path/'model.safetensors', digest)
         _check_cfg_copy(path/'cfg.json', dict(cfg, architecture=arch), saved_cfg)
         dtype = _saved_dtype(path/'cfg.json', cfg.pop('dtype', 'float32'))

@@ -310,7 +310,8 @@ def _read_checkpoint(path, map_location):
                          "numbers, strings, lists and dicts: start the run over, or if you trust the file, load it with "
                          "torch.load(path, weights_only=False) and save what you need") from None
     except Exception as err:  # torch and pickle raise many types for a truncated or random file
-        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:150]})") from err
+        first_line = (str(err).splitlines() or ["the file ends early"])[0][:150]
+        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {first_line})") from err
     if not isinstance(state, dict) or "sae" not in state: raise ValueError(f"{path} is not a Trainer checkpoint")
     digest = state.pop("sha256", None)
     if digest is not None and state_digest(state) != digest:

@@ -362,36 +362,38 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
 def _slow_run_cfg(out): return tiny_cfg(out, n_steps=40, ckpt_every=1)
 
 
-def _train_slowly(out):
-    "Child process: the run of `_slow_run_cfg`, slowed so that a kill lands part-way, checkpointing every step."
+def _train_killed(out, batch, save):
+    """Child process: the run of `_slow_run_cfg`, killed with SIGKILL when it draws batch number `batch`, or half-way
+    through writing its `save`-th checkpoint (the file cut short first): deterministic points, no timing."""
     cfg = _slow_run_cfg(out)
     data = tiny_data(cfg)
-    slow = dataclasses.replace(data, make_batches=lambda: (x for x in data.make_batches() if not time.sleep(0.03)))
-    train_run(cfg, "topk", data=slow, name="run", progress=False, final_eval=False)
+    saves, real_save = [0], torch.save
+    def save_then_die(obj, f, *a, **kw):
+        real_save(obj, f, *a, **kw)
+        saves[0] += 1
+        if saves[0] == save: os.truncate(f, os.path.getsize(f) // 2); os.kill(os.getpid(), signal.SIGKILL)
+    torch.save = save_then_die
+    def batches():
+        for i, x in enumerate(data.make_batches()):
+            if i == batch: os.kill(os.getpid(), signal.SIGKILL)
+            yield x
+    train_run(cfg, "topk", data=dataclasses.replace(data, make_batches=batches), name="run", progress=False, final_eval=False)
 
 
 @pytest.mark.filterwarnings("ignore:resuming from the previous checkpoint")  # a kill between the two renames
-def test_kill_during_training_then_resume_is_bit_exact(tmp_path):
+@pytest.mark.parametrize("batch,save", [(3, None), (17, None), (38, None), (None, 1), (None, 9), (None, 30)],
+                         ids=["batch 3", "batch 17", "batch 38", "checkpoint 1", "checkpoint 9", "checkpoint 30"])
+def test_kill_during_training_then_resume_is_bit_exact(tmp_path, batch, save):
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "scale_sae.runs"])
     cfg = _slow_run_cfg(tmp_path / "straight")
     straight = train_run(cfg, "topk", data=tiny_data(cfg), name="run", progress=False, final_eval=False)
-    rng, steps = random.Random(1), []
-    for trial in range(6):
-        out = tmp_path / f"killed{trial}"
-        child = ctx.Process(target=_train_slowly, args=(out,), daemon=True); child.start()
-        deadline = time.time() + 60
-        while not (out / "run" / "checkpoint.pt").exists() and time.time() < deadline: time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.9))
-        os.kill(child.pid, signal.SIGKILL); child.join()
-        assert child.exitcode == -signal.SIGKILL, "the kill must land before the run ends"
-        ckpt = out / "run" / "checkpoint.pt"
-        found = ckpt if ckpt.exists() else previous_checkpoint(ckpt)
-        steps.append(torch.load(found, weights_only=False)["step"])
-        resumed = train_run(_slow_run_cfg(out), "topk", data=tiny_data(cfg), name="run", progress=False, final_eval=False)
-        for (n, a), b in zip(straight["sae"].state_dict().items(), resumed["sae"].state_dict().values()):
-            assert torch.equal(a, b), (trial, n)
-    assert len(set(steps)) > 1 and max(steps) < 40, f"the kills should land at different steps: {steps}"
+    out = tmp_path / "killed"
+    child = ctx.Process(target=_train_killed, args=(out, batch, save), daemon=True); child.start(); child.join()
+    assert child.exitcode == -signal.SIGKILL, "the kill must land before the run ends"
+    resumed = train_run(_slow_run_cfg(out), "topk", data=tiny_data(cfg), name="run", progress=False, final_eval=False)
+    for (n, a), b in zip(straight["sae"].state_dict().items(), resumed["sae"].state_dict().values()):
+        assert torch.equal(a, b), n
 
 
 # ---- inputs that are accepted
