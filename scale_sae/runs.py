@@ -396,8 +396,10 @@ def reusable_metrics(path, settings):
     if not isinstance(saved, dict) or saved.pop("sae_sha256", None) != digest: return None
     return saved if saved.pop("settings", None) == settings else None
 
-# what a run directory holds; --no-resume deletes one only if it holds nothing else
-RUN_FILES = {"checkpoint.pt", "checkpoint.prev.pt", "config.json", "history.json", "metrics.json", "sae"}
+# what a run directory holds (chapter 06b adds milestones.json, chapter 06a an explorer/ cache of statistics);
+# --no-resume deletes one only if it holds nothing else
+RUN_FILES = {"checkpoint.pt", "checkpoint.prev.pt", "config.json", "history.json", "metrics.json", "sae",
+             "milestones.json", "explorer"}
 
 def _is_run_config(file):
     try: saved = json.loads(Path(file).read_text())

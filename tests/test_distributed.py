@@ -118,11 +118,14 @@ def test_resume_with_another_number_of_processes(two_processes, tmp_path):
 def test_cache_shares_make_up_the_batch(tmp_path):
     "Process r of W reads the r-th consecutive part of the batch one process would read, from any shard."
     import numpy as np
-    from scale_sae.cache import ActivationCache
+    from scale_sae.cache import ActivationCache, file_sha256
     acts = np.random.default_rng(0).standard_normal((300, 4)).astype(np.float16)
     shards = []
     for i, part in enumerate(np.split(acts, [70, 160])):  # three shards of unequal sizes
-        np.save(tmp_path / f"s{i}.npy", part); shards.append(dict(acts=f"s{i}.npy", n_rows=len(part)))
+        entry = dict(acts=f"shard-{i:05d}.acts.npy", tokens=f"shard-{i:05d}.tokens.npy", n_rows=len(part))
+        np.save(tmp_path / entry["acts"], part); np.save(tmp_path / entry["tokens"], np.zeros((1, len(part)), np.int32))
+        entry.update(acts_sha256=file_sha256(tmp_path / entry["acts"]), tokens_sha256=file_sha256(tmp_path / entry["tokens"]))
+        shards.append(entry)
     (tmp_path / "manifest.json").write_text(json.dumps(dict(settings=dict(layer=0, dtype="float16"), shards=shards, complete=True)))
     cache = ActivationCache(tmp_path)
     whole = cache.batch_fn(60, seed=3)
