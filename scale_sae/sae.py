@@ -134,8 +134,14 @@ class BaseSAE(nn.Module):
         return x.reshape(-1, self.d_in).to(self.b_dec.device, self.b_dec.dtype)
 
     def encode(self, x):
-        "Sparse code of `x` (..., d_in): `(top_acts, top_indices)`, each (N, k) with N the number of tokens."
-        top_acts, top_indices, _ = self._encode(self._flat(x))
+        """Sparse code of `x` (..., d_in): `(top_acts, top_indices)`, each (N, k) with N the number of tokens.
+        Non-finite activations are refused (training counts or refuses them itself, see `Trainer`'s `nonfinite`)."""
+        x = self._flat(x)
+        if not torch.isfinite(x).all():  # a NaN would win every Top-K slot and poison the code silently
+            bad = (~torch.isfinite(x)).any(-1)
+            raise ValueError(f"{int(bad.sum())} of {len(x)} tokens hold NaN or infinite activations (the first at "
+                             f"token {int(bad.nonzero()[0, 0])}): drop them, e.g. x[torch.isfinite(x).all(-1)]")
+        top_acts, top_indices, _ = self._encode(x)
         return top_acts, top_indices
 
     def decode(self, top_acts, top_indices):

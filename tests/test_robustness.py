@@ -603,3 +603,14 @@ def test_eval_reads_a_saelens_export(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "evaluate", lambda sae, x, **kw: dict(mse=float((sae(x) - x).pow(2).sum(-1).mean())))
     status, err = cli(["eval", str(folder), "--preset", "tiny", "--device", "cpu"])
     assert status == 0 and seen, err
+
+
+# ---- non-finite activations: refused in inference and evaluation, stopped or counted in training
+
+def test_nonfinite_activations_are_refused_in_inference_and_evaluation():
+    from scale_sae.evaluate import evaluate
+    sae, x = numbered_sae(0), torch.randn(64, 16)
+    x[5, 3], x[9, 0] = float("nan"), float("inf")
+    with pytest.raises(ValueError, match="2 of 64 tokens hold NaN or infinite activations \\(the first at token 5\\)"): sae(x)
+    with pytest.raises(ValueError, match="tokens hold NaN or infinite activations"): evaluate(sae, x)
+    assert torch.isfinite(sae(x[torch.isfinite(x).all(-1)])).all()  # the fix the message gives works
