@@ -317,7 +317,7 @@ def test_nan_batch_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = tiny_cfg(tmp_path)
     with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient at step 6.*nonfinite='skip'"):
         train_run(cfg, "scale", data=poisoned(tiny_data(cfg), 6), progress=False)
-    state = torch.load(tmp_path / "scale" / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "scale" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 4 and all(torch.isfinite(t).all() for t in state["sae"].values() if t.is_floating_point())
     assert not (tmp_path / "scale" / "sae").exists()
     # resumed with nonfinite="skip", the same data costs one batch and the run completes with finite weights

@@ -34,7 +34,7 @@ WORKER = textwrap.dedent("""
 
     def train(arch, until, state_in=None, rank=0, world=1):
         trainer = Trainer(build(arch), N_STEPS, lr=3e-3)
-        if state_in: trainer.load_state_dict(torch.load(state_in, weights_only=False))
+        if state_in: trainer.load_state_dict(torch.load(state_in, weights_only=True))
         if world > 1: trainer.data_parallel()
         trainer.fit(lambda step: batch(step).chunk(world)[rank], until=until, progress=False)
         return trainer
@@ -79,7 +79,7 @@ def two_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("dp")
     torch.save(ns["train"]("topk", N_STEPS // 2).state_dict(), out / "topk-half-one-process.pt")
     for rc, err in launch(2, WORKER, [out]): assert rc == 0 and "still joined" not in err, err[-3000:]
-    runs = {p.name[:-len(".pt")]: torch.load(p, weights_only=False) for p in out.glob("*.rank*.pt")}
+    runs = {p.name[:-len(".pt")]: torch.load(p, weights_only=True) for p in out.glob("*.rank*.pt")}
     return runs, {arch: ns["train"](arch, N_STEPS) for arch in ns["ARCHS"]}
 
 def assert_same_weights(a, b, atol=1e-5):
@@ -229,7 +229,7 @@ def test_torchrun_train_survives_kill_9(tmp_path, corpus):
     deadline = time.time() + 15
     while any(alive(w) for w in workers) and time.time() < deadline: time.sleep(0.1)
     assert not any(alive(w) for w in workers), "workers outlived their torchrun"
-    step = torch.load(ckpt, weights_only=False)["step"]
+    step = torch.load(ckpt, weights_only=True)["step"]
     assert 0 < step < N_CLI_STEPS and not (killed / "scale" / "metrics.json").exists(), "the kill must land mid-run"
 
     again = torchrun(killed, corpus)
