@@ -16,8 +16,8 @@ from .buffer import token_contexts
 from .hooks import residual_stream
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'keep_positions', 'outlier_threshold', 'file_sha256', 'DiskFullError', 'disk_full', 'temp_name',
-           'stale_temps', 'read_manifest', 'ActivationCache']
+__all__ = ['CACHE_FORMAT', 'keep_positions', 'outlier_threshold', 'file_sha256', 'DiskFullError', 'disk_full',
+           'raise_if_disk_full', 'temp_name', 'stale_temps', 'read_manifest', 'ActivationCache']
 
 # %% ../nbs/00e_cache.ipynb #5a222991
 def keep_positions(tokens: torch.Tensor, skip_first: int = 0) -> torch.Tensor:
@@ -57,6 +57,11 @@ def disk_full(err) -> bool:
         err = err.__cause__ or err.__context__
     return False
 
+def raise_if_disk_full(err, path, kept="it is unchanged"):
+    "Raise `DiskFullError` from `err` if it says the disk is full, naming `path`, what was `kept` and the fix."
+    if disk_full(err): raise DiskFullError(f"no space to write {path} ({str(err)[:120]}): {kept}; free some disk space "
+                                           "(or raise `ulimit -f`) or write somewhere else") from err
+
 def _pid_alive(pid: int) -> bool:
     "Whether a process `pid` runs on this machine (one owned by another user counts as running)."
     if os.name == "nt": return True  # Windows has no signal 0 (os.kill would end the process): assume it runs
@@ -83,10 +88,7 @@ def _write_atomic(path: Path, write):
     tmp = temp_name(path)
     try:
         write(tmp); os.replace(tmp, path)
-    except Exception as err:
-        if disk_full(err): raise DiskFullError(f"no space to write {path} ({err}): it is unchanged; free some disk "
-                                               "space (or raise `ulimit -f`) or write somewhere else") from err
-        raise
+    except Exception as err: raise_if_disk_full(err, path); raise
     finally: tmp.unlink(missing_ok=True)
 
 def _save_npy(path: Path, array: np.ndarray):
@@ -130,9 +132,9 @@ def read_manifest(path: Path) -> dict:
     if problem: raise ValueError(f"{file} {problem}: the cache is damaged; delete {path} and build it again")
     return m
 
-def _shard_ok(path: Path, entry: dict) -> bool:
-    "Whether both files of the shard `entry` exist and match their checksums."
-    return all((path / entry[k]).is_file() and file_sha256(path / entry[k]) == entry[f"{k}_sha256"] for k in ("acts", "tokens"))
+def _shard_ok(path: Path, entry: dict, kinds=("acts", "tokens")) -> bool:
+    "Whether the files of the shard `entry` (both, or those of `kinds`) exist and match their checksums."
+    return all((path / entry[k]).is_file() and file_sha256(path / entry[k]) == entry[f"{k}_sha256"] for k in kinds)
 
 @contextmanager
 def _building(path: Path, progress=True):
@@ -246,7 +248,7 @@ class ActivationCache:
         "Recompute every shard's checksum; raise naming the first shard that does not match its manifest entry."
         for s in self.shards:
             for kind in ("acts", "tokens"):
-                if file_sha256(self.path / s[kind]) != s[f"{kind}_sha256"]:
+                if not _shard_ok(self.path, {kind: s[kind], f"{kind}_sha256": s[f"{kind}_sha256"]}, (kind,)):
                     raise ValueError(f"{self.path / s[kind]} does not match its checksum in manifest.json: the file was changed "
                                      "or damaged. Delete the folder and build the cache again.")
         return True

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 # %% ../nbs/01_dense_sae.ipynb #c7109032
 import inspect, math, os, shutil, tempfile, uuid
 # chapter 00e checks its shards with these, and writes its files the same careful way
-from .cache import DiskFullError, _pid_alive, disk_full, file_sha256
+from .cache import _pid_alive, file_sha256, raise_if_disk_full
 
 # %% ../nbs/01_dense_sae.ipynb #1b43a60a
 def geometric_median(x: torch.Tensor, n_iter: int = 200, tol: float = 1e-7, global_sum=None) -> torch.Tensor:
@@ -341,9 +341,7 @@ def write_dir_atomically(path, write, allowed=None):
     try:
         try: write(tmp)
         except Exception as err:  # the old directory is untouched; `finally` removes the partial new one
-            if disk_full(err): raise DiskFullError(f"no space to write {path} ({str(err)[:120]}): it is unchanged; free "
-                                                   "some disk space (or raise `ulimit -f`) or write somewhere else") from err
-            raise
+            raise_if_disk_full(err, path); raise
         mask = _umask()
         os.chmod(tmp, 0o777 & ~mask)  # mkdtemp and some writers make owner-only files; a save gets normal modes
         for f in tmp.iterdir(): os.chmod(f, 0o666 & ~mask); _fsync(f)

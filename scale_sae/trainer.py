@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 import hashlib, pickle, re, warnings
 from pathlib import Path
 from .sae import check_int, check_number, _refuse_nonfinite
-from .cache import DiskFullError, disk_full, stale_temps, temp_name
+from .cache import raise_if_disk_full, stale_temps, temp_name
 
 # %% ../nbs/01a_trainer.ipynb #9a0832d6
 def paper_lr(d_sae: int) -> float:
@@ -293,9 +293,7 @@ def save_checkpoint(state, path):
         with open(tmp, "rb") as f: os.fsync(f.fileno())
     except Exception as err:  # a full disk: the earlier checkpoints stay, the partial file goes
         tmp.unlink(missing_ok=True)
-        if disk_full(err): raise DiskFullError(f"no space to write the checkpoint {path} ({str(err)[:100]}); the earlier "
-                                               "checkpoints are kept: free some disk space and resume") from err
-        raise
+        raise_if_disk_full(err, path, kept="the earlier checkpoints are kept"); raise
     if path.exists(): os.replace(path, previous_checkpoint(path))
     os.replace(tmp, path)
     return path
