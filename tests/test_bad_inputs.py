@@ -104,16 +104,19 @@ def cli(argv, tmp):
     def data_reached(*a, **kw): raise AssertionError("data was prepared before the settings were checked")
     runs.prepare_data = data_reached
     err = io.StringIO()
+    out = [] if argv[0] == "eval" else ["--out", str(tmp)]  # eval writes nothing, so it takes no --out
     try:
-        with contextlib.redirect_stderr(err): status = main(argv + ["--out", str(tmp)])
+        with contextlib.redirect_stderr(err):
+            try: status = main(argv + out)
+            except SystemExit as usage: status = usage.code  # argparse's own refusals exit 2
     finally: runs.prepare_data = original
     return status, err.getvalue()
 
 
-def cli_error(argv):
+def cli_error(argv, expect_status=1):
     def call(tmp):
         status, err = cli(argv, tmp)
-        assert status == 1, (argv, status, err)
+        assert status == expect_status, (argv, status, err)
         raise SystemExit(err)  # the table checks the words of what the command printed
     return call
 
@@ -190,7 +193,8 @@ ERRORS = [
     ("cli steps -5", cli_error(["train", "--arch", "topk", "--steps", "-5"]), SystemExit, r"n_steps=-5"),
     ("cli ckpt-every 0", cli_error(["train", "--arch", "topk", "--ckpt-every", "0"]), SystemExit, r"ckpt_every=0"),
     ("cli ckpt-every -1", cli_error(["train", "--arch", "topk", "--ckpt-every", "-1"]), SystemExit, r"ckpt_every=-1"),
-    ("cli autocast float17", cli_error(["train", "--arch", "scale", "--autocast", "float17"]), SystemExit, r"autocast='float17'"),
+    ("cli autocast float17", cli_error(["train", "--arch", "scale", "--autocast", "float17"], expect_status=2), SystemExit,
+     r"--autocast: expected one of float16, bfloat16, float32, none; got 'float17'"),
     ("cli eval-ctxs 0", cli_error(["compare", "--eval-ctxs", "0"]), SystemExit, r"eval_ctxs=0 must be at least 1"),
     ("cli compare e 99", cli_error(["compare", "--e", "99"]), SystemExit, r"e=99 active experts"),
     ("cli train e 2,99", cli_error(["train", "--arch", "scale", "--e", "2,99"]), SystemExit, r"e=99 active experts"),
