@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['FIELD_CHOICES', 'SWEEPABLE', 'MULTI_EXPERT', 'ARCH_LIST', 'USER_ERRORS', 'command_fields', 'config_from_args',
-           'sweep', 'build_parser', 'run_bench', 'run_compare', 'run_command', 'main']
+           'sweep', 'build_parser', 'run_bench', 'run_compare', 'report_from_results', 'run_command', 'main']
 
 # %% ../nbs/05b_cli.ipynb #7dc01906
 import argparse, dataclasses, json, sys, time, typing
@@ -237,7 +237,6 @@ def run_compare(cfg, ks, archs, es=None, resume=True, progress=True):
     return locked(cfg, ks, archs, es, resume=resume, progress=progress)
 
 def _compare(cfg, ks, archs, es=None, resume=True, progress=True):
-    from scale_sae.evaluate import compare, pareto_charts, write_report
     from scale_sae.runs import _write_json, check_buildable, prepare_data, process_rank, train_run
     t0 = time.perf_counter()
     for _, arch, run_cfg in sweep(cfg, archs, ks, es): check_buildable(arch, run_cfg)  # before any model is loaded
@@ -250,13 +249,19 @@ def _compare(cfg, ks, archs, es=None, resume=True, progress=True):
         print(f"{name}: mse {run['metrics']['mse']:.4g}, duplicate fraction "
               f"{run['metrics']['duplicate_fraction']:.3f} ({time.perf_counter() - t0:.0f} s so far)", flush=True)
     if rank > 0: return results, None, None
-    table = compare(results)
-    out = Path(cfg.out_dir)
-    report = write_report(out / "report.html", table, pareto_charts(table),
-                          notes=f"model {cfg.model}, layer {cfg.layer}, corpus {cfg.corpus}, d_sae {cfg.d_sae}, "
-                                f"{cfg.n_experts} experts, {cfg.n_steps} steps of {cfg.batch_size} tokens")
-    _write_json(out / "results.json", dict(config=cfg.to_dict(), results=results))
+    _write_json(Path(cfg.out_dir) / "results.json", dict(config=cfg.to_dict(), results=results))
+    table, report = report_from_results(Path(cfg.out_dir) / "results.json")
     return results, table, report
+
+def report_from_results(results_file, path=None):
+    """(table, path) of the report of a `results.json` that `compare` wrote, at `path` (default: `report.html`
+    beside it); so a report can be rebuilt, or restyled, without training anything."""
+    from scale_sae.evaluate import compare, pareto_charts, write_report
+    saved = json.loads(Path(results_file).read_text())
+    cfg, table = saved["config"], compare(saved["results"])
+    notes = (f"model {cfg['model']}, layer {cfg['layer']}, corpus {cfg['corpus']}, d_sae {cfg['d_sae']:,}, "
+             f"{cfg['n_experts']} experts, {cfg['n_steps']:,} steps of {cfg['batch_size']:,} tokens")
+    return table, write_report(path or Path(results_file).with_name("report.html"), table, pareto_charts(table), notes=notes)
 
 # %% ../nbs/05b_cli.ipynb #c11a0008
 def _join_processes(args, cfg) -> int:

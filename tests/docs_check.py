@@ -3,10 +3,18 @@
 1. `nbdev_proc_nbs` (CI=true, as on the deploy runner) processes a copy of the project: what `nbdev_docs` hands
    to Quarto. It re-executes every cell holding an import; the check fails if that raises, or if it changes an
    output the notebook stores (compared with the same processing minus the execution).
-2. Each processed notebook becomes HTML (nbconvert, nothing executed) and opens in headless Chromium, with the
-   vega libraries the charts ask cdn.jsdelivr.net for served from tests/docs/node_modules.
+2. Each processed notebook becomes a page the way Quarto makes one (nothing executed): the markdown Quarto writes
+   for it (cells in divs, the output Quarto picks from each MIME bundle, `#| echo/include/output` obeyed, nbdev's
+   API docs as the markdown they are), rendered by pandoc with MathJax, in Quarto's 800 px body column with the
+   book's styles.css and _quarto.yml's code-overflow. It opens in headless Chromium, with the vega libraries and
+   MathJax that the page asks cdn.jsdelivr.net for served from tests/docs/node_modules.
 3. Per page: a title; no heading that is really a paragraph; no error or traceback output; no progress-bar
-   debris; every chart drawn, and stored with a static image too (tests/static_charts.py adds them).
+   debris; every chart drawn with marks in it, and stored with a static image too (tests/static_charts.py adds
+   them); no maths left as raw `$...$`, no Quarto attribute text (`{target=...}`, `:::`) and no markdown
+   backticks in the rendered text;
+   no horizontal overflow of the page; no output line cut at the right edge; no broken image.
+4. The main job's report: `report.html` rebuilt from a real `scale-sae compare` run's results.json
+   (nbs/results/compare-tiny.json) and opened like a page.
 
     python tests/docs_check.py [--nbs DIR] [--out DIR]    # exit 0 when every page passes, 1 otherwise
     python tests/docs_check.py --processing-only          # step 1 alone, as the deploy workflow runs it
@@ -38,6 +46,7 @@ def missing_tools(browser=True):
     gaps = [] if shutil.which('nbdev_proc_nbs') else ['nbdev_proc_nbs (pip install -e ".[dev]")']
     if not browser: return gaps
     if not chromium_path(): gaps.append('chromium (apt-get install chromium)')
+    if not shutil.which('pandoc'): gaps.append('pandoc (apt-get install pandoc)')
     if not shutil.which('node'): gaps.append('node')
     if not (TOOLS/'node_modules'/'playwright-core').exists(): gaps.append('tests/docs/node_modules (cd tests/docs && npm ci)')
     return gaps
@@ -262,34 +271,87 @@ def quarto_options(source):
         opts[m[1]] = m[2].strip('"\'')
     return opts
 
-def to_html(real, title, description, dest):
-    "The processed notebook as a page, honouring the cell options Quarto would (include, echo, output)."
-    import nbformat
-    from nbconvert import HTMLExporter
-    from nbconvert.preprocessors import TagRemovePreprocessor
-    nb = nbformat.reads(json.dumps(real), as_version=4)  # joins the line lists nbdev writes
-    # the frontmatter nbdev puts first: Quarto reads it and shows none of it
-    nb.cells = [c for c in nb.cells if not (c.cell_type == 'raw' and c.source.startswith('---'))]
-    for c in nb.cells:
-        if c.cell_type != 'code': continue
-        o = quarto_options(_text(c.source))
-        tags = [t for k,t in (('include', 'quarto-drop'), ('echo', 'quarto-no-input'), ('output', 'quarto-no-output'))
-                if o.get(k, '').lower() == 'false']
-        c.metadata['tags'] = tags
-        c.source = '\n'.join(l for l in _text(c.source).splitlines() if not re.match(r'^\s*#\|', l))
-    exporter = HTMLExporter(template_name='basic')
-    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={'quarto-drop'},
-        remove_input_tags={'quarto-no-input'}, remove_all_outputs_tags={'quarto-no-output'}), enabled=True)
-    body,_ = exporter.from_notebook_node(nb)
-    desc = f'<p class="description">{html.escape(description)}</p>' if description else ''
-    dest.write_text(f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font:15px/1.5 sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em}}
-pre{{background:#f6f8fa;padding:.5em;overflow-x:auto}}.jp-OutputArea-output pre{{background:none}}
-table{{border-collapse:collapse}}td,th{{padding:.2em .5em;border-bottom:1px solid #ddd}}</style></head>
-<body><header>{f'<h1 class="title">{html.escape(title)}</h1>' if title else ''}{desc}</header>
-{body}</body></html>
+# the output a page shows when a cell stored several: Quarto's order for HTML
+MIME_ORDER = ('text/html', 'image/svg+xml', 'image/png', 'image/jpeg', 'text/markdown', 'text/latex', 'text/plain')
+ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
+MATHJAX = 'https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-svg-full.js'  # served from tests/docs/node_modules
+
+def _fence(text, attrs=''):
+    "A fenced block that no backtick run inside `text` can close."
+    ticks = '`' * max(3, 1 + max((len(m) for m in re.findall(r'`+', text)), default=0))
+    return f"{ticks}{attrs}\n{text.rstrip()}\n{ticks}"
+
+def _output_md(o):
+    "One stored output as the markdown Quarto writes for it (its intermediate .md file, `keep-md: true`)."
+    t = o.get('output_type')
+    if t == 'stream':
+        return f"::: {{.cell-output .cell-output-{o.get('name', 'stdout')}}}\n{_fence(_text(o.get('text', '')))}\n:::"
+    if t == 'error':
+        return f"::: {{.cell-output .cell-output-error}}\n{_fence(ANSI.sub('', _text(o.get('traceback', ''))))}\n:::"
+    data = o.get('data') or {}
+    mime = next((m for m in MIME_ORDER if m in data), None)
+    if mime is None: return ''
+    body = data[mime] if isinstance(data[mime], str) else _text(data[mime])
+    if mime == 'text/html': body = _fence(body, '{=html}')
+    elif mime == 'image/svg+xml': body = _fence(body, '{=html}')
+    elif mime.startswith('image/'): body = f"![](data:{mime};base64,{body.strip()})"
+    elif mime == 'text/plain': body = _fence(body)
+    return f"::: {{.cell-output .cell-output-display}}\n{body}\n:::"
+
+def quarto_markdown(real):
+    "The processed notebook as the markdown Quarto renders: cells in divs, outputs by MIME order, cell options obeyed."
+    parts = []
+    for c in real['cells']:
+        source = _text(c.get('source', ''))
+        if c['cell_type'] == 'raw': continue  # the frontmatter nbdev puts first: Quarto reads it, shows none of it
+        cid = re.sub(r'[^\w-]', '', str(c.get('id', '')))
+        if c['cell_type'] == 'markdown':
+            parts.append(f"::: {{#cell-{cid} .cell .markdown}}\n{source}\n:::")
+            continue
+        o = quarto_options(source)
+        if o.get('include', '').lower() == 'false': continue
+        inner = []
+        code = '\n'.join(l for l in source.splitlines() if not re.match(r'^\s*#\|', l)).strip()
+        if code and o.get('echo', '').lower() != 'false': inner.append(_fence(code, ' {.python .cell-code}'))
+        if o.get('output', '').lower() != 'false': inner += [m for m in map(_output_md, c.get('outputs', [])) if m]
+        if inner: parts.append(f"::::: {{#cell-{cid} .cell}}\n" + '\n\n'.join(inner) + "\n:::::")
+    return '\n\n'.join(parts) + '\n'
+
+def site_css(nbs):
+    "What the site's styling decides about the page's width and long lines: Quarto's article grid and the book's CSS."
+    import yaml
+    quarto = yaml.safe_load((nbs/'_quarto.yml').read_text()) if (nbs/'_quarto.yml').exists() else {}
+    html_fmt = ((quarto or {}).get('format') or {}).get('html') or {}
+    wrap = html_fmt.get('code-overflow') == 'wrap'
+    # Quarto's default grid: an 800 px body column between the sidebar and the table of contents
+    css = ("body{font:17px/1.5 system-ui,sans-serif;margin:0;color:#373a3c} main{max-width:800px;margin:1.5em auto 1.5em 270px;padding:0 1em}"
+           "pre{background:#f6f8fa;padding:.5em;font:14px/1.4 ui-monospace,monospace;overflow-x:auto;"
+           + ("white-space:pre-wrap;overflow-wrap:anywhere;" if wrap else "") + "}"
+           "code{font:14px ui-monospace,monospace} .cell-output-display{overflow-x:visible}"
+           "table{border-collapse:collapse}td,th{padding:.2em .5em;border-bottom:1px solid #ddd}"
+           "h1.title{margin-bottom:.2em} p.description{color:#6c757d;font-size:1.1em}")
+    own = (nbs/html_fmt['css']).read_text() if html_fmt.get('css') and (nbs/html_fmt['css']).exists() else ''
+    return css + '\n' + own
+
+def to_html(real, title, description, dest, css=''):
+    """The processed notebook as the site shows it: Quarto's markdown through pandoc, maths typeset by MathJax, the
+    title and description read as markdown, as Quarto reads them."""
+    md = dest.with_suffix('.md')
+    # JSON strings are YAML strings: the frontmatter pandoc parses as markdown
+    front = f"---\ntitle: {json.dumps(title)}\ndescription: {json.dumps(description)}\npagetitle: {json.dumps(title or dest.stem)}\n---\n\n"
+    md.write_text(front + quarto_markdown(real), encoding='utf-8')
+    template = dest.with_suffix('.template.html')
+    template.write_text(f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>$pagetitle$</title>
+$if(math)$$math$$endif$<style>{css}</style></head>
+<body><main><header>$if(title)$<h1 class="title">$title$</h1>$endif$$if(description)$<p class="description">$description$</p>$endif$</header>
+$body$
+</main></body></html>
 """, encoding='utf-8')
+    r = subprocess.run(['pandoc', str(md), '-f', 'markdown', '-t', 'html5', f'--mathjax={MATHJAX}', '--template', str(template),
+                        '-o', str(dest)], capture_output=True, text=True)
+    if r.returncode: raise RuntimeError(f'pandoc could not render {dest.name}: {r.stderr[-2000:]}')
+    template.unlink()
 
 def browse(pages, work, timeout_ms=20000):
     "Open every page in headless Chromium (tests/docs/pages.mjs); {page name: what the browser saw}."
@@ -312,11 +374,37 @@ def page_problems(seen, cell_of):
                          " (a line starting with `#` in markdown?)")
     for c in seen['charts']:
         if not c['drawn']: found.append(f"{where(c['cell'])}a chart is not drawn{': ' + c['error'] if c['error'] else ''}")
+        elif not c['marks']: found.append(f"{where(c['cell'])}a chart draws no marks: axes and legend, no data shown")
+    for m in seen['rawMath']: found.append(f"{where(m['cell'])}maths left as raw text: {m['text']!r}")
+    for m in seen['quartoText']: found.append(f"{where(m['cell'])}Quarto attribute text shows on the page: {m['text']!r}")
+    for m in seen['rawMarkdown']: found.append(f"{where(m['cell'])}markdown left as raw text (backticks): {m['text']!r}")
+    if seen['width']['page'] > seen['width']['viewport']:
+        found.append(f"the page is {seen['width']['page']} px wide in a {seen['width']['viewport']} px window: something "
+                     "overflows the body column (a wide table or image?)")
+    for o in seen['cutOutputs']:
+        found.append(f"{where(o['cell'])}an output line is cut at the right edge ({o['over']} px hidden; longest line "
+                     f"{o['line']!r}...)")
     for im in seen['images']:
         # the browser refuses requests to other hosts, so only an image the page itself carries must show
         if not im['ok'] and not re.match(r'https?:', im['src']): found.append(f"{where(im['cell'])}an image does not show ({im['src']})")
     found += [f'a script error on the page: {e[:200]}' for e in seen['errors']]
     return found + list(dict.fromkeys(seen['cdn'])), offline
+
+## the main job's report
+
+# a results.json from a real `scale-sae compare` run (the tiny preset, the README's command): its report is a page
+REPORT_RESULTS = 'results/compare-tiny.json'
+
+def report_page(results, out, report):
+    "`report.html` rebuilt from `results` as `scale-sae compare` writes it, as one more page to open."
+    sys.path.insert(0, str(ROOT))
+    from scale_sae.cli import report_from_results
+    page, shot = out/'html'/'report.html', out/'screens'/'report.png'
+    page.parent.mkdir(parents=True, exist_ok=True); shot.parent.mkdir(parents=True, exist_ok=True)
+    report_from_results(results, page)
+    report['report'] = {'notebook': str(results), 'problems': [], 'warnings': [], 'executed_cells': [],
+                        'html': str(page), 'screenshot': str(shot)}
+    return {'name': 'report', 'html': str(page), 'screenshot': str(shot), 'cell_of': {}}
 
 ## the whole check
 
@@ -328,7 +416,7 @@ def check(nbs, out, timeout=900, pages_too=True):
     out.mkdir(parents=True)
     project, errors, unexplained = process_all(nbs, out, _env(out/'bin'), timeout)
     timing = {'process_s': round(time.time() - t0, 1)}
-    report, pages = {}, []
+    report, pages, css = {}, [], site_css(nbs)
     with contextlib.chdir(project):  # nbdev's processors read settings.ini from the working directory
         for nb in _notebooks(nbs):
             rel = nb.relative_to(nbs)
@@ -364,10 +452,11 @@ def check(nbs, out, timeout=900, pages_too=True):
             fm = next((_fm2dict(_text(c['source'])) for c in real['cells'] if c['cell_type'] == 'raw'), {}) or {}
             page = out/'html'/rel.with_suffix('.html')
             page.parent.mkdir(parents=True, exist_ok=True)
-            to_html(real, str(fm.get('title', '')), str(fm.get('description', '')), page)
+            to_html(real, str(fm.get('title', '')), str(fm.get('description', '')), page, css)
             r['html'], r['screenshot'] = str(page), str(out/'screens'/rel.with_suffix('.png'))
             Path(r['screenshot']).parent.mkdir(parents=True, exist_ok=True)
             pages.append({'name': name, 'html': str(page), 'screenshot': r['screenshot'], 'cell_of': cell_of})
+    if pages_too and (nbs/REPORT_RESULTS).exists(): pages.append(report_page(nbs/REPORT_RESULTS, out, report))
     timing['render_s'] = round(time.time() - t0 - timing['process_s'], 1)
     if pages:
         t1 = time.time()

@@ -30,6 +30,19 @@ def chart_outputs():
              'output_type': 'execute_result'},
             {'data': bundle, 'metadata': {}, 'output_type': 'display_data'})
 
+def html_out(html):
+    return {'data': {'text/html': html, 'text/plain': '<HTML>'}, 'execution_count': None, 'metadata': {},
+            'output_type': 'execute_result'}
+
+def empty_chart_output():
+    "A bar chart on a log scale: its bars start at 0, so it draws axes and no bar."
+    import altair as alt, pandas as pd
+    chart = alt.Chart(pd.DataFrame({'x': [1, 2, 3], 'y': [10, 100, 1000]})).mark_bar().encode(
+        x='x:Q', y=alt.Y('y:Q', scale=alt.Scale(type='log')))
+    with alt.renderers.enable('html'): html = chart._repr_mimebundle_()['text/html']
+    return {'data': {'text/html': html, 'text/plain': 'alt.Chart(...)'}, 'execution_count': None, 'metadata': {},
+            'output_type': 'execute_result'}
+
 def with_static(output):
     static_charts.add_static(output)
     return output
@@ -56,6 +69,14 @@ BREAKAGES = [  # (cell, what the report must say about it)
     (code('chart', [chart_outputs()[0]]), 'a chart with no static image'),
     (code('chart_mime', [chart_outputs()[1]]), 'a chart with no static image'),
     (code("import os\nprint('printed now')", [stream('printed when the notebook ran\n')]), 'changed its stored output'),
+    # what only a page rendered as the site renders it shows
+    (code('html_math', [html_out('<p>costs $d \\times d_{sae}$ per token</p>')]), 'maths left as raw text'),
+    (code('html_attrs', [html_out('<p>see {target="_blank" style="float:right"}</p>')]), 'Quarto attribute text shows'),
+    (code('html_ticks', [html_out('<p>call `encode` first</p>')]), 'markdown left as raw text'),
+    (code('empty_chart', [with_static(empty_chart_output())]), 'a chart draws no marks'),
+    (code('html_pre', [html_out('<pre style="white-space:pre">' + 'x' * 400 + '</pre>')]), 'an output line is cut'),
+    (md('<div style="width:3000px">a block wider than any window</div>'), 'overflows the body column'),
+    (md('![a figure](figures/missing.png)'), 'an image does not show'),
 ]
 
 @needs_browser
@@ -84,8 +105,8 @@ def test_docs_check_fails_on_a_broken_copy(tmp_path):
     problems = '\n'.join(report['broken']['problems'])
     first = len(index['cells']) + 1
     for i,(cell,said) in enumerate(BREAKAGES):
-        # a heading is named by its text, an output by the cell holding it
-        assert said in problems and (cell['cell_type'] == 'markdown' or f'cell {first + i} ' in problems), (said, problems)
+        # a heading is named by its text, an output by the cell holding it (the page's width by neither)
+        assert said in problems and (cell['cell_type'] == 'markdown' or f'cell {first + i}' in problems), (said, problems)
     assert Path(report['broken']['screenshot']).stat().st_size > 0
     raised = '\n'.join(report['raises']['problems'])
     assert f"nbdev_proc_nbs fails: executing cell {first} `import os` raised RuntimeError: probe" in raised, raised
