@@ -85,7 +85,7 @@ def load_run_corpus(cfg):
 
 @torch.no_grad()
 def activations_of(model, tokens, layer, batch_size=32, skip_first=0):
-    "Block-`layer` activations (B*(T-skip_first), d) of token ids (B, T), in float32, without the first `skip_first` positions."
+    "Block-`layer` activations, shape `(B * (T - skip_first), d)`, of token ids `(B, T)`, in float32, without the first `skip_first` positions."
     device = next(model.parameters()).device
     return torch.cat([residual_stream(model, ids.to(device), layer)[:, skip_first:].float().flatten(0, 1)
                       for ids in tokens.split(batch_size)])
