@@ -205,6 +205,12 @@ def _add_bench_parser(command):
     p.add_argument("--dtypes", default="fp32", help="comma-separated, from fp32 and bf16 (autocast)")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per model; the median is shown")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
+    p.add_argument("--widths", type=_int_list, default=None, metavar="N[,N...]",
+                   help="instead: the width table (chapter 03's bench_widths), Scale SAE and TopK at each of these d_sae, "
+                        "experts of --expert-width latents (--d-sae and --n-experts are then unused; default: none)")
+    p.add_argument("--expert-width", type=int, default=384, help="latents per expert in the width table")
+    p.add_argument("--topk-max", type=_whole_number, default=98_304,
+                   help="the widest TopK SAE the width table trains (its step computes every latent)")
 
 def run_bench(args):
     "`scale-sae bench`: `moe.bench` with the parsed sizes; a bad size or option ends with its message."
@@ -217,6 +223,13 @@ def run_bench(args):
     try: device = str(resolve_device(RunConfig(device=args.device)))
     except (RuntimeError, ValueError) as err: raise SystemExit(f"scale-sae bench: --device {args.device}: {err}") from None
     dtypes = [s.strip() for s in args.dtypes.split(",") if s.strip()]
+    if args.widths:
+        from scale_sae.moe import bench_widths
+        try:
+            return bench_widths(widths=args.widths, expert_width=args.expert_width, d=args.d, e=args.e, k=args.k,
+                                tokens=args.tokens, topk_max=args.topk_max, device=device, repeats=args.repeats,
+                                warmup=args.warmup)
+        except ValueError as err: raise SystemExit(f"scale-sae bench: {err}") from err
     try:
         return bench(d=args.d, d_sae=args.d_sae, n_experts=args.n_experts, e=args.e, k=args.k, tokens=args.tokens,
                      device=device, dtypes=dtypes, repeats=args.repeats, warmup=args.warmup)

@@ -91,21 +91,30 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if self.dp_group is not None: self.average_gradients()
-        sae.remove_parallel_grads()
-        grad_norm = torch.nn.utils.clip_grad_norm_(sae.parameters(), self.clip_grad if self.clip_grad else float("inf"))
+        grad_norm = self.project_and_clip()
         # one host sync per step: a NaN or Inf let into the update would make every weight NaN from then on.
         # Data-parallel processes must all take the same decision, or their weights drift apart: the sum over
         # processes is non-finite as soon as one process's value is
         if not torch.isfinite(sae.global_sum(losses["loss"].detach() + grad_norm)):
             return _nonfinite_step(self, losses, grad_norm)
-        self.optimizer.step()
-        # renormalising right after the update means every forward pass, including the next step's,
-        # sees unit-norm decoder rows
-        sae.normalize_decoder()
+        self.update_weights()
         self.step += 1
         out = {n: v.detach() for n, v in losses.items()}
         out["grad_norm"] = grad_norm.detach()
         return out
+
+    # the two passes over every weight that follow the backward pass, whatever the step touched (chapter 03 times them)
+    def project_and_clip(self):
+        "Remove the decoder gradients' parallel part, then clip all gradients; returns their norm before clipping."
+        self.sae.remove_parallel_grads()
+        return torch.nn.utils.clip_grad_norm_(self.sae.parameters(), self.clip_grad if self.clip_grad else float("inf"))
+
+    def update_weights(self):
+        "The optimizer's step, then unit-norm decoder rows again."
+        self.optimizer.step()
+        # renormalising right after the update means every forward pass, including the next step's,
+        # sees unit-norm decoder rows
+        self.sae.normalize_decoder()
 
     def _record(self, losses, lr):
         if self.dp_group is not None: losses = self.mean_over_processes(losses)
