@@ -22,7 +22,7 @@
 Screenshots, the rendered HTML, the processed notebooks and report.json land in --out (default _docs_check/).
 Cell numbers in the report count every cell of the stored notebook, from 0.
 """
-import argparse, contextlib, html, json, os, re, shutil, signal, subprocess, sys, time, warnings
+import argparse, contextlib, json, os, re, shutil, signal, subprocess, sys, time, warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
