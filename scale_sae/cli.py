@@ -206,8 +206,9 @@ def _add_bench_parser(command):
     p.add_argument("--repeats", type=int, default=5, help="timed steps per model; the median is shown")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     p.add_argument("--widths", type=_int_list, default=None, metavar="N[,N...]",
-                   help="instead: the width table (chapter 03's bench_widths), Scale SAE and TopK at each of these d_sae, "
-                        "experts of --expert-width latents (--d-sae and --n-experts are then unused; default: none)")
+                   help="instead of the three models at one size: chapter 03's width table, Scale SAE and TopK at each "
+                        "of these d_sae with experts of --expert-width latents; --d-sae and --n-experts are then unused "
+                        "(default: none)")
     p.add_argument("--expert-width", type=int, default=384, help="latents per expert in the width table")
     p.add_argument("--topk-max", type=_whole_number, default=98_304,
                    help="the widest TopK SAE the width table trains (its step computes every latent)")
