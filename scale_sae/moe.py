@@ -123,11 +123,9 @@ def _peak_rss_bytes():
     except (OSError, StopIteration): return None
 
 def _width_models(d, d_sae, expert_width, e, k, with_topk):
-    from scale_sae.core import ScaleSAE
-    from scale_sae.sae import TopKSAE
-    models = {'ScaleSAE auto': lambda: ScaleSAE(d, d_sae, k, d_sae // expert_width, e=e, dispatch='auto')}
-    if with_topk: models['TopKSAE'] = lambda: TopKSAE(d, d_sae, k)
-    return models
+    "`bench`'s routed Scale SAE and, if `with_topk`, its TopK SAE, at width `d_sae` in experts of `expert_width`."
+    models = _bench_models(d, d_sae, d_sae // expert_width, e, k)
+    return {name: models[name] for name in ('ScaleSAE auto', 'TopKSAE') if with_topk or name != 'TopKSAE'}
 
 def _sync(device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
