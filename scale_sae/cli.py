@@ -212,6 +212,13 @@ def _add_bench_parser(command):
     p.add_argument("--expert-width", type=int, default=384, help="latents per expert in the width table")
     p.add_argument("--topk-max", type=_whole_number, default=98_304,
                    help="the widest TopK SAE the width table trains (its step computes every latent)")
+    p.add_argument("--cache", choices=sorted(PRESETS), default=None, metavar="PRESET",
+                   help="instead: time the activation cache build of this preset's model, corpus and layer against "
+                        "the matmul rate (chapter 06); the SAE sizes are then unused (default: none)")
+    p.add_argument("--cache-tokens", dest="timed_tokens", metavar="N", type=_whole_number, default=100_000,
+                   help="tokens the timed cache build keeps")
+    p.add_argument("--default-allocator", action="store_true",
+                   help="time the cache build with the C library's default allocator settings, for comparison")
 
 def run_bench(args):
     "`scale-sae bench`: `moe.bench` with the parsed sizes; a bad size or option ends with its message."
@@ -223,6 +230,7 @@ def run_bench(args):
                              f"{0 if name == 'warmup' else 1}")
     try: device = str(resolve_device(RunConfig(device=args.device)))
     except (RuntimeError, ValueError) as err: raise SystemExit(f"scale-sae bench: --device {args.device}: {err}") from None
+    if args.cache: return _bench_cache(args, device)
     dtypes = [s.strip() for s in args.dtypes.split(",") if s.strip()]
     if args.widths:
         from scale_sae.moe import bench_widths
@@ -235,6 +243,18 @@ def run_bench(args):
         return bench(d=args.d, d_sae=args.d_sae, n_experts=args.n_experts, e=args.e, k=args.k, tokens=args.tokens,
                      device=device, dtypes=dtypes, repeats=args.repeats, warmup=args.warmup)
     except ValueError as err: raise SystemExit(f"scale-sae bench: {err}") from err
+
+# %% ../nbs/05b_cli.ipynb #c11a0016
+def _bench_cache(args, device):
+    "`scale-sae bench --cache PRESET`: `bench_cache` on the preset's model, training documents and layer."
+    from scale_sae.experiment import bench_cache
+    from scale_sae.runs import check_layer, load_run_corpus, load_run_model
+    cfg = PRESETS[args.cache].replace(device=device)
+    model, tokenizer = load_run_model(cfg)
+    check_layer(cfg, model)
+    return bench_cache(model, tokenizer, load_run_corpus(cfg)[0], cfg.layer, args.timed_tokens, ctx_len=cfg.ctx_len,
+                       skip_first=cfg.skip_first, model_batch_size=cfg.model_batch_size,
+                       keep_memory=not args.default_allocator)
 
 # %% ../nbs/05b_cli.ipynb #c11a0007
 def _print_table(table):

@@ -5,13 +5,81 @@
 # %% ../nbs/06_smollm2.ipynb #b414e7f3
 from __future__ import annotations
 import json
+import time
 from pathlib import Path
+
+import torch
+
+from .hooks import residual_stream
 
 from .redundancy import redundancy_report
 from .runs import train_run
+from .trainer import keep_freed_memory
 
 # %% auto #0
-__all__ = ['paper_lineup', 'run_lineup']
+__all__ = ['lm_flops_per_token', 'matmul_rate', 'bench_cache', 'paper_lineup', 'run_lineup']
+
+# %% ../nbs/06_smollm2.ipynb #b3c40002
+def lm_flops_per_token(model, layer, ctx_len=128) -> tuple[int, tuple[int, int]]:
+    """(FLOPs per token, widest (in, out) shape) of the linear layers that `residual_stream(model, ids, layer)` runs:
+    2 per weight, counted by hooks on one context of `ctx_len` tokens."""
+    from torch import nn
+    counted = []
+    def count(module, args, output):
+        w = module.weight  # nn.Linear keeps (out, in), GPT-2's Conv1D (in, out)
+        shape = tuple(w.shape) if isinstance(module, nn.Linear) else tuple(w.shape[::-1])
+        counted.append((2 * args[0].numel() // args[0].shape[-1] * w.numel(), shape))
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"]
+    handles = [m.register_forward_hook(count) for m in linear]
+    try: residual_stream(model, torch.zeros(1, ctx_len, dtype=torch.long, device=next(model.parameters()).device), layer)
+    finally:
+        for h in handles: h.remove()
+    out_in = max((s for _, s in counted), key=lambda s: s[0] * s[1])
+    return sum(f for f, _ in counted) // ctx_len, (out_in[1], out_in[0])
+
+def matmul_rate(n, d_in, d_out, device="cpu", dtype=torch.float32, repeats=20) -> float:
+    "FLOP/s of the product of an (n, d_in) and a (d_in, d_out) matrix, written into one reused output."
+    a, b = torch.randn(n, d_in, device=device, dtype=dtype), torch.randn(d_in, d_out, device=device, dtype=dtype)
+    out = torch.empty(n, d_out, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    for _ in range(3): torch.mm(a, b, out=out)
+    sync(); start = time.perf_counter()
+    for _ in range(repeats): torch.mm(a, b, out=out)
+    sync()
+    return 2 * n * d_in * d_out * repeats / (time.perf_counter() - start)
+
+# %% ../nbs/06_smollm2.ipynb #b3c40003
+def bench_cache(model, tokenizer, texts, layer, n_tokens=100_000, ctx_len=128, skip_first=0, model_batch_size=16,
+                shard_ctxs=512, keep_memory=True, verbose=True) -> dict:
+    """Time `ActivationCache.build` of `n_tokens` (into a temporary folder, removed after) against the matmul rate
+    measured before and after it in this process. With `keep_memory` (on the CPU), `keep_freed_memory` first."""
+    import shutil, tempfile
+    from scale_sae.cache import ActivationCache
+    device = next(model.parameters()).device
+    kept = keep_memory and device.type == "cpu" and keep_freed_memory()
+    per_token, (d_in, d_out) = lm_flops_per_token(model, layer, ctx_len)
+    rows, dtype = model_batch_size * ctx_len, next(model.parameters()).dtype
+    rates = [matmul_rate(rows, d_in, d_out, device, dtype)]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-cache-"))
+    try:
+        start = time.perf_counter()
+        cache = ActivationCache.build(tmp, model, tokenizer, texts, layer, n_tokens, ctx_len=ctx_len, skip_first=skip_first,
+                                      shard_ctxs=shard_ctxs, model_batch_size=model_batch_size, progress=False)
+        seconds = time.perf_counter() - start
+        computed = len(cache.shards) * shard_ctxs * ctx_len  # the forward pass runs the skipped positions too
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    rates.append(matmul_rate(rows, d_in, d_out, device, dtype))
+    result = dict(device=f"{device.type}, {torch.get_num_threads()} threads" if device.type == "cpu" else
+                  torch.cuda.get_device_name(device), freed_memory_kept=bool(kept), flops_per_token=per_token,
+                  matmul_shape=[rows, d_in, d_out], matmul_gflops=[r / 1e9 for r in rates], tokens=computed,
+                  seconds=seconds, tokens_per_s=computed / seconds, build_gflops=computed * per_token / seconds / 1e9)
+    result["fraction_of_matmul"] = result["build_gflops"] / (sum(result["matmul_gflops"]) / 2)
+    if verbose:
+        print(f"{result['device']}{', freed memory kept' if kept else ''}: {per_token / 1e6:.1f} MFLOP per token; "
+              f"matmul {rows}x{d_in}x{d_out} at {rates[0] / 1e9:.0f} / {rates[1] / 1e9:.0f} GFLOP/s (before / after); "
+              f"the build ran {computed:,} tokens in {seconds:.1f} s: {result['tokens_per_s']:,.0f} tokens/s, "
+              f"{result['build_gflops']:.0f} GFLOP/s, {result['fraction_of_matmul']:.0%} of the matmul rate")
+    return result
 
 # %% ../nbs/06_smollm2.ipynb #85a61d53
 def paper_lineup(cfg, es=(2, 4, 8)) -> dict:
