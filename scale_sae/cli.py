@@ -206,7 +206,7 @@ def _add_bench_parser(command):
     p.add_argument("--repeats", type=int, default=5, help="timed steps per model; the median is shown")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     p.add_argument("--widths", type=_int_list, default=None, metavar="N[,N...]",
-                   help="instead of the three models at one size: chapter 03's width table, Scale SAE and TopK at each "
+                   help="instead of the three models at one size: chapter 04a's width table, Scale SAE and TopK at each "
                         "of these d_sae with experts of --expert-width latents; --d-sae and --n-experts are then unused "
                         "(default: none)")
     p.add_argument("--expert-width", type=int, default=384, help="latents per expert in the width table")
@@ -221,8 +221,8 @@ def _add_bench_parser(command):
                    help="time the cache build with the C library's default allocator settings, for comparison")
 
 def run_bench(args):
-    "`scale-sae bench`: `moe.bench` with the parsed sizes; a bad size or option ends with its message."
-    from scale_sae.moe import bench
+    "`scale-sae bench`: `bench.bench` with the parsed sizes; a bad size or option ends with its message."
+    from scale_sae.bench import bench
     from scale_sae.runs import resolve_device
     for name in ("d", "d_sae", "n_experts", "e", "k", "tokens", "repeats", "warmup"):
         if getattr(args, name) < (0 if name == "warmup" else 1):
@@ -233,7 +233,7 @@ def run_bench(args):
     if args.cache: return _bench_cache(args, device)
     dtypes = [s.strip() for s in args.dtypes.split(",") if s.strip()]
     if args.widths:
-        from scale_sae.moe import bench_widths
+        from scale_sae.bench import bench_widths
         try:
             return bench_widths(widths=args.widths, expert_width=args.expert_width, d=args.d, e=args.e, k=args.k,
                                 tokens=args.tokens, topk_max=args.topk_max, device=device, repeats=args.repeats,

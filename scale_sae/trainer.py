@@ -103,7 +103,7 @@ class Trainer:
         out["grad_norm"] = grad_norm.detach()
         return out
 
-    # the two passes over every weight that follow the backward pass, whatever the step touched (chapter 03 times them)
+    # the two passes over every weight that follow the backward pass, whatever the step touched (chapter 04a times them)
     def project_and_clip(self):
         "Remove the decoder gradients' parallel part, then clip all gradients; returns their norm before clipping."
         self.sae.remove_parallel_grads()

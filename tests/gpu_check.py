@@ -8,8 +8,8 @@ Without a GPU it runs the dry run by itself. Steps, each timed and recorded even
 
 1. `device`: the GPU's name, memory and count, torch and CUDA versions;
 2. `gpu_tests`: `python -m pytest -q tests/test_gpu.py` (skipped on a CPU, where the dry run only checks they collect);
-3. `bench`: chapter 03's `bench` at the paper's size in fp32 and bf16, with each model's peak memory;
-4. `widths`: chapter 03's `bench_widths`, from 24,576 to 262,656 latents (TopK at every width on a GPU);
+3. `bench`: chapter 04a's `bench` at the paper's size in fp32 and bf16, with each model's peak memory;
+4. `widths`: chapter 04a's `bench_widths`, from 24,576 to 262,656 latents (TopK at every width on a GPU);
 5. `train`: `scale-sae train --arch scale` through the real pipeline (the tiny LM, its corpus, the trainer);
 6. `data_parallel`: the same under `torchrun`, one process per GPU (nccl; two processes with gloo in the dry run).
 
@@ -66,11 +66,11 @@ def steps(mode, out, device):
         status, tail = run([sys.executable, "-m", "pytest", "-q", "tests/test_gpu.py"], 600)
         return dict(ok=status == 0, status=status, tail=tail)
     def bench():
-        from scale_sae.moe import bench
+        from scale_sae.bench import bench
         table, text = printed(bench, device=device, **sizes["bench"])
         return dict(ok=True, table=table.to_dict(orient="records"), text=text)
     def widths():
-        from scale_sae.moe import bench_widths
+        from scale_sae.bench import bench_widths
         table, text = printed(bench_widths, device=device, **sizes["widths"])
         return dict(ok=True, table=table.to_dict(orient="records"), text=text)
     def train_args(folder):
