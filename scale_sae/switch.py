@@ -29,14 +29,14 @@ def count_per_expert(experts: torch.Tensor, n_experts: int) -> torch.Tensor:
     return torch.zeros(n_experts, dtype=torch.long, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))
 
 def load_balance(probs: torch.Tensor, global_sum=None) -> torch.Tensor:
-    """Switch load-balancing term E·Σ f_i P_i of router probabilities `probs` (N, E). When training data-parallel,
-    `global_sum` (a tensor -> its sum over processes) makes f the whole batch's; P stays this process's."""
+    """Switch load-balancing term E·Σ t_i P_i of router probabilities `probs` (N, E). When training data-parallel,
+    `global_sum` (a tensor -> its sum over processes) makes t the whole batch's; P stays this process's."""
     n_experts = probs.shape[-1]
     counts = count_per_expert(probs.argmax(-1), n_experts).to(probs.dtype)
     # the token count travels with the expert counts: one all-reduce
     total = (global_sum or (lambda t: t))(torch.cat([counts, counts.new_tensor([len(probs)])]))
-    f = total[:-1] / total[-1]
-    return n_experts * (f * probs.mean(0)).sum()
+    t = total[:-1] / total[-1]  # the share of tokens whose top expert is each expert
+    return n_experts * (t * probs.mean(0)).sum()
 
 # %% ../nbs/02_switch_sae.ipynb #94432a9c
 def group_by_expert(experts, n_experts):
@@ -203,7 +203,7 @@ class RoutedSAE(BaseSAE):
         return top_acts, top_indices, dict(probs=probs, experts=experts)
 
     def extra_losses(self, x, err, state):
-        "The load-balancing term, `lb_coef`·d_in·E·Σ f_i P_i."
+        "The load-balancing term, `lb_coef`·d_in·E·Σ t_i P_i."
         if not self.lb_coef: return {}
         return dict(lb=self.lb_coef * self.d_in * load_balance(state['probs'], self.global_sum))
 
