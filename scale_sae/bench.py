@@ -28,6 +28,7 @@ def _resident_bytes(trainer):
     tensors += [t for s in trainer.optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
     return sum(t.numel() * t.element_size() for t in tensors)
 
+# %% ../nbs/04a_bench.ipynb #bdb2152d
 def bench(d=768, d_sae=24_576, n_experts=64, e=2, k=32, tokens=4096, device='cpu', dtypes=('fp32',),
           repeats=5, warmup=2, seed=0, verbose=True):
     """Seconds per full training step (`Trainer.train_step`: forward, backward, clipping, Adam, decoder
@@ -82,7 +83,6 @@ def bench(d=768, d_sae=24_576, n_experts=64, e=2, k=32, tokens=4096, device='cpu
                                                        'tokens/s': '{:,.0f}'.format, 'peak MiB': '{:,.0f}'.format}))
     return table
 
-
 # %% ../nbs/04a_bench.ipynb #3a1d0002
 def _peak_rss_reset() -> bool:
     "Start a new peak of this process's resident memory (Linux's /proc/self/clear_refs); False where that is impossible."
@@ -124,6 +124,7 @@ def _time_width(trainer, x, repeats, warmup):
 # the paper's width times 1, 2, 4 and 8, and the multiple of its 384-latent experts nearest 2**18 = 262,144
 WIDTHS = (24_576, 49_152, 98_304, 196_608, 262_656)
 
+# %% ../nbs/04a_bench.ipynb #8a8259f9
 def bench_widths(widths=WIDTHS, expert_width=384, d=768, e=2, k=32, tokens=4096,
                  topk_max=98_304, device='cpu', repeats=3, warmup=1, seed=0, verbose=True):
     """Full training steps of the routed Scale SAE at each width of `widths` (experts of `expert_width` latents, so

@@ -49,6 +49,7 @@ def _max_positions(model):
         if isinstance(v, int): return v
     return None
 
+# %% ../nbs/00c_buffer.ipynb #a25cfed2
 class ActivationBuffer:
     "Shuffled batches `(batch_size, d_in)` of block-`layer` activations of `model` on `texts`, in bounded memory, forever."
     def __init__(self, model, tokenizer, texts, layer, ctx_len=128, n_ctxs=512, batch_size=2048, device=None,

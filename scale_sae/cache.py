@@ -82,6 +82,7 @@ def stale_temps(folder: Path):
         m = _TEMP.fullmatch(p.name)
         if m and p.is_file() and not _pid_alive(int(m.group(2))): yield p
 
+# %% ../nbs/00e_cache.ipynb #463be309
 def _write_atomic(path: Path, write):
     """Call `write(tmp_path)`, then rename the temporary file onto `path`: a killed write never leaves a partial `path`,
     and a failed one (a full disk included) leaves `path` as it was and no temporary file behind."""
@@ -132,6 +133,7 @@ def read_manifest(path: Path) -> dict:
     if problem: raise ValueError(f"{file} {problem}: the cache is damaged; delete {path} and build it again")
     return m
 
+# %% ../nbs/00e_cache.ipynb #d01b429e
 def _shard_ok(path: Path, entry: dict, kinds=("acts", "tokens")) -> bool:
     "Whether the files of the shard `entry` (both, or those of `kinds`) exist and match their checksums."
     return all((path / entry[k]).is_file() and file_sha256(path / entry[k]) == entry[f"{k}_sha256"] for k in kinds)
@@ -147,7 +149,6 @@ def _building(path: Path, progress=True):
             if progress: print(f"another process is building the activation cache in {path}: waiting for it", file=sys.stderr)
             fcntl.flock(f, fcntl.LOCK_EX)  # the kernel releases it when the holder ends, even on kill -9
         yield
-
 
 # %% ../nbs/00e_cache.ipynb #1d444c4d
 class ActivationCache:

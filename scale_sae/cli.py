@@ -348,6 +348,7 @@ def run_command(argv=None):
     elif args.command == "eval": _evaluate(args, cfg, progress)
     return 0
 
+# %% ../nbs/05b_cli.ipynb #de5e964b
 def _evaluate(args, cfg, progress):
     from scale_sae.evaluate import evaluate
     from scale_sae.sae import BaseSAE

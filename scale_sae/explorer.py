@@ -86,6 +86,7 @@ Contexts.from_cache, Contexts.from_model = _from_cache, _from_model
 # %% ../nbs/06a_explorer.ipynb #daae8990
 DEFAULT_BINS = torch.logspace(-3, 4, 71)  # activation histogram edges: ten bins a decade, from 0.001 to 10,000
 
+# %% ../nbs/06a_explorer.ipynb #3b19d9c3
 class FeatureStats:
     "Running statistics of every latent of an SAE: firing counts, summed activation, a fixed-bin histogram, top-k."
     def __init__(self, d_sae: int, n_experts: int = 1, top_k: int = 16, bins: torch.Tensor = DEFAULT_BINS):

@@ -91,6 +91,7 @@ def _cross_entropy(model, contexts, batch_size=64) -> float:
             n += x[:, 1:].numel()
     return total / n
 
+# %% ../nbs/00a_lm.ipynb #70803764
 def _train_tiny_lm(out_dir: Path, r=TINY_LM_RECIPE, progress=True) -> dict:
     from transformers import GPT2Config, GPT2LMHeadModel
     t0, cpu0 = time.time(), time.process_time()
@@ -135,6 +136,7 @@ def _train_tiny_lm(out_dir: Path, r=TINY_LM_RECIPE, progress=True) -> dict:
     (out_dir / "tiny_lm_stats.json").write_text(json.dumps(stats, indent=1))
     return stats
 
+# %% ../nbs/00a_lm.ipynb #2ed00f48
 def _ensure_tiny_lm(cache_dir=None, progress=True) -> Path:
     final = _tiny_lm_dir(cache_dir)
     if (final / "tiny_lm_stats.json").exists(): return final

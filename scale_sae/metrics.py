@@ -59,6 +59,7 @@ def _next_token_ce(model, token_ids):
     ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction='sum')
     return ce.item(), targets.numel()
 
+# %% ../nbs/01b_metrics.ipynb #3246a585
 @torch.no_grad()
 def loss_recovered(model, sae, token_ids, layer, mean_act=None, batch_size=8, skip_first=0, max_norm=None,
                    baselines=None) -> dict:

@@ -83,6 +83,7 @@ def load_run_corpus(cfg):
         ds = ds.shuffle(seed=cfg.seed)
     return ds.skip(cfg.eval_docs), ds.take(cfg.eval_docs)
 
+# %% ../nbs/05_runs.ipynb #48419440
 @torch.no_grad()
 def activations_of(model, tokens, layer, batch_size=32, skip_first=0):
     "Block-`layer` activations, shape `(B * (T - skip_first), d)`, of token ids `(B, T)`, in float32, without the first `skip_first` positions."
@@ -111,6 +112,7 @@ def prepare_data(cfg, progress=True) -> RunData:
     check_world_size(cfg, world)
     with process_0_first(): return _prepare_data(cfg, progress and rank == 0)
 
+# %% ../nbs/05_runs.ipynb #88311871
 def _prepare_data(cfg, progress):
     if cfg.max_norm_ratio and not cfg.cache_tokens:
         raise ValueError("max_norm_ratio needs cache_tokens > 0 (the threshold comes from the cache's norms)")
@@ -156,6 +158,7 @@ def cached(make_stream, n_batches, progress=True):
         return lambda step: store[0][step % n_batches]
     return make_batches
 
+# %% ../nbs/05_runs.ipynb #1181a3c7
 def synthetic_data(cfg, d_in=64, n_features=1024, n_eval=4096, **kwargs) -> RunData:
     "Synthetic activations with a planted dictionary (see `SyntheticData`) in place of a language model."
     source = SyntheticData(d_in, n_features, seed=cfg.seed, **kwargs)
@@ -215,6 +218,7 @@ def run_lock(lock_path):
     finally:
         if _read_lock(lock_path) == me: lock_path.unlink(missing_ok=True)
 
+# %% ../nbs/05_runs.ipynb #e933e762
 def holding_lock(lock_of):
     "Decorator: call the function while holding `run_lock(lock_of(**its arguments))`."
     def wrap(fn):
@@ -264,6 +268,7 @@ def check_fits(arch, cfg, d_in, device, **kwargs):
                          f"weights, gradients and Adam state, more than the {free / 2**30:.1f} GiB free on {device}: "
                          "pass a smaller --d-sae, or use a device with more memory")
 
+# %% ../nbs/05_runs.ipynb #95f7a691
 # settings that do not change a finished run's metrics
 _BOOKKEEPING = {"out_dir", "cache_dir", "log_every", "ckpt_every", "eval_every", "device", "nonfinite"}
 
@@ -348,6 +353,7 @@ def _config_mismatch(saved, cfg):
     now = cfg.to_dict()
     return {n: (saved.get(n), v) for n, v in now.items() if n not in RESUMABLE_CHANGES and saved.get(n) != v}
 
+# %% ../nbs/05_runs.ipynb #88ad49cf
 @holding_lock(lambda cfg, arch, name=None, **_: Path(cfg.out_dir) / f".{name or arch}.lock")
 def train_run(cfg, arch, resume=True, data=None, name=None, until=None, progress=True, sae_kwargs=None,
               final_eval=True):

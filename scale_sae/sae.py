@@ -87,6 +87,7 @@ SAE_CLASSES = {}  # architecture name -> class, filled as subclasses are defined
 _ARCH_MODULES = {'SwitchSAE': 'scale_sae.switch', 'MultiExpertSAE': 'scale_sae.moe', 'ScaleSAE': 'scale_sae.core',
                  **dict.fromkeys(['ReLUSAE', 'GatedSAE', 'JumpReLUSAE', 'BatchTopKSAE'], 'scale_sae.baselines')}
 
+# %% ../nbs/01_dense_sae.ipynb #4f34c907
 class BaseSAE(nn.Module):
     "What every SAE shares: a unit-norm decoder `W_dec` (d_sae, d_in), `b_dec`, decoding, the loss, files."
     def __init_subclass__(cls, **kwargs):
@@ -325,6 +326,7 @@ def recover_dir(path):
         if kind == "old" and not path.exists(): os.rename(p, path)
         else: shutil.rmtree(p, ignore_errors=True)
 
+# %% ../nbs/01_dense_sae.ipynb #eff33954
 def write_dir_atomically(path, write, allowed=None):
     """Create the directory `path` with `write(tmp_dir)` into a hidden sibling, then swap it in: a crash at any moment
     leaves the old directory or the new one, never a mix. An existing `path` may hold only the names in `allowed`."""
@@ -370,6 +372,7 @@ def _read_cfg(file):
     if not isinstance(cfg, dict): raise ValueError(f"{file} holds a {type(cfg).__name__}, not a settings object; {_RESAVE}")
     return cfg
 
+# %% ../nbs/01_dense_sae.ipynb #5227296a
 def _read_weights(file, digest=None):
     "(tensors, the settings copy saved with them or None) of a `model.safetensors`, checked against `digest`."
     from safetensors import safe_open

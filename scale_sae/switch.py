@@ -47,6 +47,7 @@ def group_by_expert(experts, n_experts):
     inverse[order] = torch.arange(len(order), device=order.device)
     return flat[order], order, inverse, count_per_expert(flat, n_experts)
 
+# %% ../nbs/02_switch_sae.ipynb #dfbbd0ef
 class _GroupedMatmul(torch.autograd.Function):
     """Row p of the (P, m) output is W_i (x_t − centre) for pair p = (token t, expert i). `order` lists the pairs
     grouped by expert, `counts` (a list) the size of each group and `inverse` undoes the grouping. The pairs' inputs
@@ -91,6 +92,7 @@ class _GroupedMatmul(torch.autograd.Function):
             grad_centre = -torch.einsum('em,emd->d', grad_sums, W).to(ctx.centre_meta)
         return grad_x, grad_centre, grad_W, None, None, None, None
 
+# %% ../nbs/02_switch_sae.ipynb #6ba71d3c
 def _slices(counts):
     "(expert, slice of its rows in group order) for every expert that has rows."
     start = 0
@@ -135,6 +137,7 @@ def dispatch_dense(x, W, b, experts, centre=None):
     if b is not None: every = every + b
     return every.gather(1, experts[..., None].expand(-1, -1, W.shape[1]))
 
+# %% ../nbs/02_switch_sae.ipynb #1f99015a
 def dispatch_auto(x, W, b, experts, max_padding=2.0, centre=None):
     """`dispatch_padded` for tensors on a GPU, `dispatch_sparse` elsewhere, and also on a GPU when routing is so
     uneven that padding would multiply the rows computed by more than `max_padding`."""
@@ -151,6 +154,7 @@ DISPATCH = dict(sparse=dispatch_sparse, padded=dispatch_padded, dense=dispatch_d
 # %% ../nbs/02_switch_sae.ipynb #d72948d3
 DECODER_NORMS = ('rows', 'columns')  # what `normalize_decoder` makes unit norm
 
+# %% ../nbs/02_switch_sae.ipynb #18c5233d
 class RoutedSAE(BaseSAE):
     "Mixture-of-experts SAE machinery: route each token to `e` of `n_experts` experts, Top-K over their latents."
     def __init__(self, d_in, d_sae, k, n_experts, e=1, gate='prob', dispatch='auto', lb_coef=3.0,

@@ -44,6 +44,7 @@ def _l0(sae, losses):
     if "l0" in losses: return _scalar(losses["l0"])
     return float(getattr(sae, "k", float("nan")))
 
+# %% ../nbs/01a_trainer.ipynb #a2197f63
 class Trainer:
     "Everything needed to train an SAE with the paper's recipe, and to stop and resume it exactly."
     def __init__(self, sae, n_steps, lr=None, betas=(0.9, 0.999), decay_frac=0.2, clip_grad=1.0,
@@ -267,6 +268,7 @@ def _nonfinite_step(trainer, losses, grad_norm):
     trainer.step += 1
     return {**{n: v.detach() for n, v in losses.items()}, "grad_norm": grad_norm.detach()}
 
+# %% ../nbs/01a_trainer.ipynb #72b55e9d
 def state_digest(obj, h=None) -> str:
     "SHA-256 of a (nested) state: tensor bytes, dtypes and shapes, and the repr of everything else."
     top, h = h is None, h or hashlib.sha256()
@@ -307,6 +309,7 @@ def save_checkpoint(state, path):
     os.replace(tmp, path)
     return path
 
+# %% ../nbs/01a_trainer.ipynb #142b0067
 def _read_checkpoint(path, map_location):
     # weights_only: unpickling may only rebuild tensors and plain data, so a crafted file cannot run code on load
     try: state = torch.load(path, map_location=map_location, weights_only=True)
