@@ -5,11 +5,14 @@
 # %% ../nbs/06_smollm2.ipynb #b414e7f3
 from __future__ import annotations
 import json
-import time
+import shutil, tempfile, time
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from .bench import _sync
+from .cache import ActivationCache
 from .hooks import residual_stream
 
 from .redundancy import redundancy_report
@@ -23,7 +26,6 @@ __all__ = ['lm_flops_per_token', 'matmul_rate', 'bench_cache', 'paper_lineup', '
 def lm_flops_per_token(model, layer, ctx_len=128) -> tuple[int, tuple[int, int]]:
     """(FLOPs per token, widest (in, out) shape) of the linear layers that `residual_stream(model, ids, layer)` runs:
     2 per weight, counted by hooks on one context of `ctx_len` tokens."""
-    from torch import nn
     counted = []
     def count(module, args, output):
         w = module.weight  # nn.Linear keeps (out, in), GPT-2's Conv1D (in, out)
@@ -41,11 +43,11 @@ def matmul_rate(n, d_in, d_out, device="cpu", dtype=torch.float32, repeats=20) -
     "FLOP/s of the product of an (n, d_in) and a (d_in, d_out) matrix, written into one reused output."
     a, b = torch.randn(n, d_in, device=device, dtype=dtype), torch.randn(d_in, d_out, device=device, dtype=dtype)
     out = torch.empty(n, d_out, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    device = torch.device(device)
     for _ in range(3): torch.mm(a, b, out=out)
-    sync(); start = time.perf_counter()
+    _sync(device); start = time.perf_counter()
     for _ in range(repeats): torch.mm(a, b, out=out)
-    sync()
+    _sync(device)
     return 2 * n * d_in * d_out * repeats / (time.perf_counter() - start)
 
 # %% ../nbs/06_smollm2.ipynb #b3c40003
@@ -53,8 +55,6 @@ def bench_cache(model, tokenizer, texts, layer, n_tokens=100_000, ctx_len=128, s
                 shard_ctxs=512, keep_memory=True, verbose=True) -> dict:
     """Time `ActivationCache.build` of `n_tokens` (into a temporary folder, removed after) against the matmul rate
     measured before and after it in this process. With `keep_memory` (on the CPU), `keep_freed_memory` first."""
-    import shutil, tempfile
-    from scale_sae.cache import ActivationCache
     device = next(model.parameters()).device
     kept = keep_memory and device.type == "cpu" and keep_freed_memory()
     per_token, (d_in, d_out) = lm_flops_per_token(model, layer, ctx_len)
