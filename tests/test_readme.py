@@ -41,7 +41,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_install_command_in_a_fresh_venv_pulls_no_cuda(tmp_path):
     """The README's install command, as written but for its last step (the main job, 18 minutes, which CI runs
-    through chapter 05b at CI size), in a new virtual environment: torch is the CPU build, nothing from CUDA comes
+    through appendix A1 at CI size), in a new virtual environment: torch is the CPU build, nothing from CUDA comes
     along, and the installed command answers."""
     install, _ = readme_commands()
     steps = install.split(' && ')
