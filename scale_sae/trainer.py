@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 # %% ../nbs/01a_trainer.ipynb #008ad71b
 import hashlib, pickle, re, warnings
 from pathlib import Path
-from .sae import check_int, check_number, _refuse_nonfinite
+from .sae import BaseSAE, check_int, check_number, patch_to, _refuse_nonfinite
 from .cache import raise_if_disk_full, stale_temps, temp_name
 
 # %% ../nbs/01a_trainer.ipynb #9a0832d6
@@ -27,22 +27,6 @@ def lr_schedule(step: int, n_steps: int, decay_frac: float = 0.2) -> float:
     decay_start = int(n_steps * (1 - decay_frac))
     if step < decay_start: return 1.0
     return max(0.0, (n_steps - step) / max(1, n_steps - decay_start))
-
-# %% ../nbs/01a_trainer.ipynb #90ca2c9a
-def _scalar(v):
-    "A tensor or number as a Python float."
-    return float(v.detach()) if torch.is_tensor(v) else float(v)
-
-def _dead_fraction(sae):
-    # `dead_fraction` may be a method or a property; SAEs without the bookkeeping report nan
-    d = getattr(sae, "dead_fraction", None)
-    if d is None: return float("nan")
-    return _scalar(d() if callable(d) else d)
-
-def _l0(sae, losses):
-    # Top-K style SAEs keep exactly k latents per token; a loss dict can report a measured l0 instead
-    if "l0" in losses: return _scalar(losses["l0"])
-    return float(getattr(sae, "k", float("nan")))
 
 # %% ../nbs/01a_trainer.ipynb #a2197f63
 class Trainer:
@@ -78,146 +62,176 @@ class Trainer:
         if self.autocast_dtype is None: return self.sae.loss(x)
         with torch.autocast(x.device.type, dtype=self.autocast_dtype): return self.sae.loss(x)
 
-    def train_step(self, x):
-        "One optimizer step on batch `x`; returns the loss dict (detached tensors) plus `grad_norm`."
-        sae = self.sae
-        sae.train()
-        if not self.initialized:
-            sae.init_from_batch(x)
-            sae.normalize_decoder()
-            self.initialized = True
-        lr = self.lr_at(self.step)
-        for group in self.optimizer.param_groups: group["lr"] = lr
-        losses = self._forward_loss(x)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if self.dp_group is not None: self.average_gradients()
-        grad_norm = self.project_and_clip()
-        # one host sync per step: a NaN or Inf let into the update would make every weight NaN from then on.
-        # Data-parallel processes must all take the same decision, or their weights drift apart: the sum over
-        # processes is non-finite as soon as one process's value is
-        if not torch.isfinite(sae.global_sum(losses["loss"].detach() + grad_norm)):
-            return _nonfinite_step(self, losses, grad_norm)
-        self.update_weights()
-        self.step += 1
-        out = {n: v.detach() for n, v in losses.items()}
-        out["grad_norm"] = grad_norm.detach()
-        return out
+# %% ../nbs/01a_trainer.ipynb #1a0s0004
+@patch_to(Trainer)
+def train_step(self, x):
+    "One optimizer step on batch `x`; returns the loss dict (detached tensors) plus `grad_norm`."
+    sae = self.sae
+    sae.train()
+    if not self.initialized:
+        sae.init_from_batch(x)
+        sae.normalize_decoder()
+        self.initialized = True
+    lr = self.lr_at(self.step)
+    for group in self.optimizer.param_groups: group["lr"] = lr
+    losses = self._forward_loss(x)
+    self.optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    if self.dp_group is not None: self.average_gradients()
+    grad_norm = self.project_and_clip()
+    # one host sync per step: a NaN or Inf let into the update would make every weight NaN from then on.
+    # Data-parallel processes must all take the same decision, or their weights drift apart: the sum over
+    # processes is non-finite as soon as one process's value is
+    if not torch.isfinite(sae.global_sum(losses["loss"].detach() + grad_norm)):
+        return _nonfinite_step(self, losses, grad_norm)
+    self.update_weights()
+    self.step += 1
+    out = {n: v.detach() for n, v in losses.items()}
+    out["grad_norm"] = grad_norm.detach()
+    return out
 
-    # the two passes over every weight that follow the backward pass, whatever the step touched (chapter 04a times them)
-    def project_and_clip(self):
-        "Remove the decoder gradients' parallel part, then clip all gradients; returns their norm before clipping."
-        self.sae.remove_parallel_grads()
-        return torch.nn.utils.clip_grad_norm_(self.sae.parameters(), self.clip_grad if self.clip_grad else float("inf"))
+# the two passes over every weight that follow the backward pass, whatever the step touched (chapter 04a times them)
+@patch_to(Trainer)
+def project_and_clip(self):
+    "Remove the decoder gradients' parallel part, then clip all gradients; returns their norm before clipping."
+    self.sae.remove_parallel_grads()
+    return torch.nn.utils.clip_grad_norm_(self.sae.parameters(), self.clip_grad if self.clip_grad else float("inf"))
 
-    def update_weights(self):
-        "The optimizer's step, then unit-norm decoder rows again."
-        self.optimizer.step()
-        # renormalising right after the update means every forward pass, including the next step's,
-        # sees unit-norm decoder rows
-        self.sae.normalize_decoder()
+@patch_to(Trainer)
+def update_weights(self):
+    "The optimizer's step, then unit-norm decoder rows again."
+    self.optimizer.step()
+    # renormalising right after the update means every forward pass, including the next step's,
+    # sees unit-norm decoder rows
+    self.sae.normalize_decoder()
 
-    def _record(self, losses, lr):
-        if self.dp_group is not None: losses = self.mean_over_processes(losses)
-        rec = dict(step=self.step, lr=lr)
-        rec.update({n: _scalar(v) for n, v in losses.items() if not torch.is_tensor(v) or v.numel() == 1})
-        rec.update(l0=_l0(self.sae, losses), dead=_dead_fraction(self.sae), time=self.elapsed)
-        return rec
+# %% ../nbs/01a_trainer.ipynb #90ca2c9a
+def _scalar(v):
+    "A tensor or number as a Python float."
+    return float(v.detach()) if torch.is_tensor(v) else float(v)
 
-    def evaluate(self):
-        "Run `eval_fn(sae)` in eval mode without gradients; its keys come back prefixed with `eval_`."
-        if self.eval_fn is None or not self.is_main: return {}
-        was_training = self.sae.training
-        self.sae.eval()
-        try:
-            with torch.no_grad(): res = self.eval_fn(self.sae)
-        finally: self.sae.train(was_training)
-        return {f"eval_{n}": _scalar(v) for n, v in res.items()}
+def _dead_fraction(sae):
+    # `dead_fraction` may be a method or a property; SAEs without the bookkeeping report nan
+    d = getattr(sae, "dead_fraction", None)
+    if d is None: return float("nan")
+    return _scalar(d() if callable(d) else d)
 
-    def _stream(self, batches):
-        "Batches for steps self.step, self.step+1, ... following the resume contract."
-        if callable(batches) and not hasattr(batches, "__iter__"):
-            for s in itertools.count(self.step): yield batches(s)
-            return
-        it = iter(batches)
-        continuing = it is batches and batches is self._source
-        if not continuing:
-            self._source, self._drawn = (it if it is batches else None), 0
-            for _ in range(self.step): next(it)
-            self._drawn = self.step
-        for x in it:
-            if it is batches: self._drawn += 1
-            yield x
+def _l0(sae, losses):
+    # Top-K style SAEs keep exactly k latents per token; a loss dict can report a measured l0 instead
+    if "l0" in losses: return _scalar(losses["l0"])
+    return float(getattr(sae, "k", float("nan")))
 
-    def fit(self, batches, until=None, progress=True, on_step=None):
-        "Train from the current step up to step `until` (default `n_steps`); `on_step(trainer, losses)` runs after each step."
-        until = self.n_steps if until is None else min(until, self.n_steps)
-        if torch.is_tensor(batches):  # iterating it would give one token per step
-            raise TypeError(f"batches is one tensor {tuple(batches.shape)}: pass a list of (batch_size, d_in) batches "
-                            "(e.g. list(x.split(batch_size))), an iterable of them, or a function step -> batch")
-        if self.step >= until: return self.history
-        bar = tqdm(total=until, initial=self.step, disable=not progress or not self.is_main, desc="train", dynamic_ncols=True)
-        t0 = time.perf_counter() - self.elapsed
-        try:
-            for x in self._stream(batches):
-                lr = self.lr_at(self.step)
-                losses = self.train_step(x)
-                self.elapsed = time.perf_counter() - t0
-                do_eval = bool(self.eval_every) and self.step % self.eval_every == 0
-                if self.step % self.log_every == 0 or self.step == until or do_eval:
-                    rec = self._record(losses, lr)
-                    if do_eval: rec.update(self.evaluate())
-                    self.history.append(rec)
-                    bar.set_postfix(loss=f"{rec['loss']:.4g}", mse=f"{rec['mse']:.4g}",
-                                    L0=f"{rec['l0']:.3g}", dead=f"{rec['dead']:.1%}", refresh=False)
-                bar.update(1)
-                if on_step is not None: on_step(self, losses)
-                if self.step >= until: break
-        finally: bar.close()
-        if self.step < until:  # the batches ran out: say so, since the schedule assumed `n_steps`
-            warnings.warn(f"the batches ran out at step {self.step} of {until}: training stopped early; pass more "
-                          "batches (or a function step -> batch) and call fit again to continue", stacklevel=2)
-        return self.history
+@patch_to(Trainer)
+def _record(self, losses, lr):
+    if self.dp_group is not None: losses = self.mean_over_processes(losses)
+    rec = dict(step=self.step, lr=lr)
+    rec.update({n: _scalar(v) for n, v in losses.items() if not torch.is_tensor(v) or v.numel() == 1})
+    rec.update(l0=_l0(self.sae, losses), dead=_dead_fraction(self.sae), time=self.elapsed)
+    return rec
 
-    def state_dict(self):
-        "Everything that determines the rest of the run, as a picklable dict."
-        rng = dict(torch=torch.get_rng_state())
-        if torch.cuda.is_available(): rng["cuda"] = torch.cuda.get_rng_state_all()
-        return dict(sae=self.sae.state_dict(),
-                    # buffers registered as non-persistent would be missing from the module's state dict
-                    buffers={n: b.detach().clone() for n, b in self.sae.named_buffers()},
-                    optimizer=self.optimizer.state_dict(), step=self.step, history=list(self.history),
-                    elapsed=self.elapsed, initialized=self.initialized, rng=rng, skipped=self.skipped,
-                    config=dict(n_steps=self.n_steps, base_lr=self.base_lr, decay_frac=self.decay_frac,
-                                clip_grad=self.clip_grad))
+@patch_to(Trainer)
+def evaluate(self):
+    "Run `eval_fn(sae)` in eval mode without gradients; its keys come back prefixed with `eval_`."
+    if self.eval_fn is None or not self.is_main: return {}
+    was_training = self.sae.training
+    self.sae.eval()
+    try:
+        with torch.no_grad(): res = self.eval_fn(self.sae)
+    finally: self.sae.train(was_training)
+    return {f"eval_{n}": _scalar(v) for n, v in res.items()}
 
-    def load_state_dict(self, sd):
-        "Restore everything `state_dict` saved; the next `fit` continues the run exactly."
-        _check_resumable(self, sd)
-        self.sae.load_state_dict(sd["sae"])
-        buffers = dict(self.sae.named_buffers())
-        with torch.no_grad():
-            for n, b in sd.get("buffers", {}).items():
-                if n in buffers: buffers[n].copy_(b)
-        self.optimizer.load_state_dict(sd["optimizer"])
-        self.step, self.history = sd["step"], list(sd["history"])
-        self.elapsed, self.initialized = sd["elapsed"], sd["initialized"]
-        self.skipped = sd.get("skipped", 0)
-        self._source, self._drawn = None, 0
-        # RNG states are CPU byte tensors even when the checkpoint was loaded onto a GPU
-        torch.set_rng_state(sd["rng"]["torch"].cpu())
-        if "cuda" in sd["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in sd["rng"]["cuda"]])
-        return self
+# %% ../nbs/01a_trainer.ipynb #1a0s0006
+@patch_to(Trainer)
+def _stream(self, batches):
+    "Batches for steps self.step, self.step+1, ... following the resume contract."
+    if callable(batches) and not hasattr(batches, "__iter__"):
+        for s in itertools.count(self.step): yield batches(s)
+        return
+    it = iter(batches)
+    continuing = it is batches and batches is self._source
+    if not continuing:
+        self._source, self._drawn = (it if it is batches else None), 0
+        for _ in range(self.step): next(it)
+        self._drawn = self.step
+    for x in it:
+        if it is batches: self._drawn += 1
+        yield x
 
-    def save(self, path, **extra):
-        "Write the state (plus any `extra` entries) to `path` with `save_checkpoint`: atomic, checksummed, previous one kept."
-        save_checkpoint({**self.state_dict(), **extra}, path)
+@patch_to(Trainer)
+def fit(self, batches, until=None, progress=True, on_step=None):
+    "Train from the current step up to step `until` (default `n_steps`); `on_step(trainer, losses)` runs after each step."
+    until = self.n_steps if until is None else min(until, self.n_steps)
+    if torch.is_tensor(batches):  # iterating it would give one token per step
+        raise TypeError(f"batches is one tensor {tuple(batches.shape)}: pass a list of (batch_size, d_in) batches "
+                        "(e.g. list(x.split(batch_size))), an iterable of them, or a function step -> batch")
+    if self.step >= until: return self.history
+    bar = tqdm(total=until, initial=self.step, disable=not progress or not self.is_main, desc="train", dynamic_ncols=True)
+    t0 = time.perf_counter() - self.elapsed
+    try:
+        for x in self._stream(batches):
+            lr = self.lr_at(self.step)
+            losses = self.train_step(x)
+            self.elapsed = time.perf_counter() - t0
+            do_eval = bool(self.eval_every) and self.step % self.eval_every == 0
+            if self.step % self.log_every == 0 or self.step == until or do_eval:
+                rec = self._record(losses, lr)
+                if do_eval: rec.update(self.evaluate())
+                self.history.append(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.4g}", mse=f"{rec['mse']:.4g}",
+                                L0=f"{rec['l0']:.3g}", dead=f"{rec['dead']:.1%}", refresh=False)
+            bar.update(1)
+            if on_step is not None: on_step(self, losses)
+            if self.step >= until: break
+    finally: bar.close()
+    if self.step < until:  # the batches ran out: say so, since the schedule assumed `n_steps`
+        warnings.warn(f"the batches ran out at step {self.step} of {until}: training stopped early; pass more "
+                      "batches (or a function step -> batch) and call fit again to continue", stacklevel=2)
+    return self.history
 
-    def load(self, path, map_location=None):
-        "Restore the state written by `save` (onto the SAE's device unless `map_location` says otherwise), checked by `load_checkpoint`."
-        dev = next(self.sae.parameters()).device
-        return self.load_state_dict(load_checkpoint(path, map_location=map_location or dev))
+# %% ../nbs/01a_trainer.ipynb #1a0s0008
+@patch_to(Trainer)
+def state_dict(self):
+    "Everything that determines the rest of the run, as a picklable dict."
+    rng = dict(torch=torch.get_rng_state())
+    if torch.cuda.is_available(): rng["cuda"] = torch.cuda.get_rng_state_all()
+    return dict(sae=self.sae.state_dict(),
+                # buffers registered as non-persistent would be missing from the module's state dict
+                buffers={n: b.detach().clone() for n, b in self.sae.named_buffers()},
+                optimizer=self.optimizer.state_dict(), step=self.step, history=list(self.history),
+                elapsed=self.elapsed, initialized=self.initialized, rng=rng, skipped=self.skipped,
+                config=dict(n_steps=self.n_steps, base_lr=self.base_lr, decay_frac=self.decay_frac,
+                            clip_grad=self.clip_grad))
+
+@patch_to(Trainer)
+def load_state_dict(self, sd):
+    "Restore everything `state_dict` saved; the next `fit` continues the run exactly."
+    _check_resumable(self, sd)
+    self.sae.load_state_dict(sd["sae"])
+    buffers = dict(self.sae.named_buffers())
+    with torch.no_grad():
+        for n, b in sd.get("buffers", {}).items():
+            if n in buffers: buffers[n].copy_(b)
+    self.optimizer.load_state_dict(sd["optimizer"])
+    self.step, self.history = sd["step"], list(sd["history"])
+    self.elapsed, self.initialized = sd["elapsed"], sd["initialized"]
+    self.skipped = sd.get("skipped", 0)
+    self._source, self._drawn = None, 0
+    # RNG states are CPU byte tensors even when the checkpoint was loaded onto a GPU
+    torch.set_rng_state(sd["rng"]["torch"].cpu())
+    if "cuda" in sd["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in sd["rng"]["cuda"]])
+    return self
+
+@patch_to(Trainer)
+def save(self, path, **extra):
+    "Write the state (plus any `extra` entries) to `path` with `save_checkpoint`: atomic, checksummed, previous one kept."
+    save_checkpoint({**self.state_dict(), **extra}, path)
+
+@patch_to(Trainer)
+def load(self, path, map_location=None):
+    "Restore the state written by `save` (onto the SAE's device unless `map_location` says otherwise), checked by `load_checkpoint`."
+    dev = next(self.sae.parameters()).device
+    return self.load_state_dict(load_checkpoint(path, map_location=map_location or dev))
 
 # %% ../nbs/01a_trainer.ipynb #72c3a123
 def train_sae(sae, batches, n_steps, lr=None, clip_grad=1.0, log_every=None, eval_fn=None, eval_every=None,
@@ -354,7 +368,8 @@ def process_rank(group=None) -> tuple:
     if not (dist.is_available() and dist.is_initialized()): return 0, 1
     return dist.get_rank(group), dist.get_world_size(group)
 
-def _data_parallel(self, group=None):
+@patch_to(Trainer)
+def data_parallel(self, group=None):
     """Train in step with the other processes of `group` (default: all), each fed its own share of every batch.
     Call it in every process before `fit` (after `load_state_dict` when resuming); the weights start as process 0's."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -367,8 +382,9 @@ def _data_parallel(self, group=None):
             dist.broadcast(t.detach(), dist.get_global_rank(group, 0), group=group)
     return self
 
+@patch_to(Trainer)
 @torch.no_grad()
-def _average_gradients(self):
+def average_gradients(self):
     "Replace every gradient by its mean over the processes, one all-reduce per dtype: the whole batch's gradient."
     params = [p for p in self.sae.parameters() if p.requires_grad]
     world = dist.get_world_size(self.dp_group)
@@ -380,15 +396,29 @@ def _average_gradients(self):
         flat /= world
         for p, g in zip(same, flat.split([p.numel() for p in same])): p.grad = g.view_as(p)
 
-def _mean_over_processes(self, losses):
+@patch_to(Trainer)
+def mean_over_processes(self, losses):
     "The scalar entries of `losses` averaged over the processes; each is a mean over one share, so this is the whole batch's."
     names = sorted(n for n, v in losses.items() if torch.is_tensor(v) and v.numel() == 1)
     values = torch.stack([losses[n].detach().double() for n in names])
     dist.all_reduce(values, group=self.dp_group)
     return {**losses, **dict(zip(names, values / dist.get_world_size(self.dp_group)))}
 
-# methods of `Trainer`, defined here where they are explained
-Trainer.data_parallel, Trainer.average_gradients, Trainer.mean_over_processes = _data_parallel, _average_gradients, _mean_over_processes
+# the SAE's batch statistics of chapter 01, now over every process's share
+@patch_to(BaseSAE)
+def global_sum(self, t):
+    "`t` summed over the processes that share each batch when training data-parallel; else `t` itself. No gradient."
+    if self.dp_group is None or not self.training: return t
+    t = t.detach().clone()
+    torch.distributed.all_reduce(t, group=self.dp_group)
+    return t
+
+@patch_to(BaseSAE)
+def batch_mean(self, t):
+    "Mean of `t` over its first (token) dimension, over the whole batch of every process when training data-parallel."
+    if self.dp_group is None or not self.training: return t.mean(0)
+    sums = self.global_sum(torch.cat([t.sum(0).reshape(-1), t.new_tensor([len(t)])]))
+    return (sums[:-1] / sums[-1]).reshape(t.shape[1:])
 
 # %% ../nbs/01a_trainer.ipynb #2205713a
 def keep_freed_memory(limit_bytes: int = 2**31 - 1) -> bool:
