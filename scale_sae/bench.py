@@ -10,7 +10,8 @@ import statistics, time
 import torch
 from .core import ScaleSAE
 from .sae import TopKSAE
-from .trainer import Trainer, keep_freed_memory
+from .memory import keep_freed_memory
+from .trainer import Trainer
 
 # %% ../nbs/04a_bench.ipynb #5d17c8bd
 BENCH_DTYPES = {'fp32': None, 'bf16': torch.bfloat16}  # name -> autocast dtype of the step (None: plain fp32)
@@ -47,7 +48,7 @@ def bench(d=768, d_sae=24_576, n_experts=64, e=2, k=32, tokens=4096, device='cpu
         raise ValueError("device 'cuda' asked for, but torch sees no GPU: pass device='cpu'")
     if repeats < 1 or warmup < 1: raise ValueError(f"repeats={repeats} and warmup={warmup} must both be at least 1")
     cuda = device.type == 'cuda'
-    # on the CPU every model's step reuses freed memory (chapter 01a), or page faults would weigh on the small step
+    # on the CPU every model's step reuses freed memory (appendix A2), or page faults would weigh on the small step
     kept = device.type == 'cpu' and keep_freed_memory()
     torch.manual_seed(seed)
     x = torch.randn(tokens, d, device=device)

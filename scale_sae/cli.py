@@ -270,8 +270,8 @@ def run_command(argv=None):
     progress, resume = not args.quiet, not getattr(args, "no_resume", False)
     rank = _join_processes(args, cfg)
     from scale_sae.runs import check_buildable, resolve_device
-    from scale_sae.trainer import keep_freed_memory
-    if resolve_device(cfg).type == "cpu": keep_freed_memory()  # a CPU step reallocates its gradients (chapter 01a)
+    from scale_sae.memory import keep_freed_memory
+    if resolve_device(cfg).type == "cpu": keep_freed_memory()  # a CPU step reallocates its gradients (appendix A2)
     if args.command == "compare":
         archs = [a.strip() for a in args.archs.split(",") if a.strip()]
         if not archs: raise SystemExit(f"scale-sae compare: --arch needs at least one architecture, from {','.join(ARCHITECTURES)}")

@@ -17,7 +17,7 @@ from .hooks import residual_stream
 
 from .redundancy import redundancy_report
 from .runs import train_run
-from .trainer import keep_freed_memory
+from .memory import keep_freed_memory
 
 # %% auto #0
 __all__ = ['lm_flops_per_token', 'matmul_rate', 'bench_cache', 'paper_lineup', 'run_lineup']

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['paper_lr', 'lr_schedule', 'Trainer', 'train_sae', 'state_digest', 'previous_checkpoint', 'save_checkpoint',
-           'load_checkpoint', 'process_rank', 'keep_freed_memory']
+           'load_checkpoint', 'process_rank']
 
 # %% ../nbs/01a_trainer.ipynb #967e9182
 import math, os, time, itertools
@@ -16,6 +16,7 @@ import hashlib, pickle, re, warnings
 from pathlib import Path
 from .sae import BaseSAE, check_int, check_number, patch_to, _refuse_nonfinite
 from .cache import raise_if_disk_full, stale_temps, temp_name
+from .memory import keep_freed_memory  # appendix A2; importable from here as before
 
 # %% ../nbs/01a_trainer.ipynb #9a0832d6
 def paper_lr(d_sae: int) -> float:
@@ -419,16 +420,3 @@ def batch_mean(self, t):
     if self.dp_group is None or not self.training: return t.mean(0)
     sums = self.global_sum(torch.cat([t.sum(0).reshape(-1), t.new_tensor([len(t)])]))
     return (sums[:-1] / sums[-1]).reshape(t.shape[1:])
-
-# %% ../nbs/01a_trainer.ipynb #2205713a
-def keep_freed_memory(limit_bytes: int = 2**31 - 1) -> bool:
-    """Let glibc keep freed blocks of up to `limit_bytes` for reuse rather than return them to the system (Linux only;
-    process-wide). Returns True if the allocator accepted the settings."""
-    import ctypes, ctypes.util, sys
-    if not sys.platform.startswith("linux"): return False
-    try: libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError: return False
-    if not hasattr(libc, "mallopt"): return False  # another C library (musl, for one)
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    # blocks below the mmap threshold come from the heap; the trim threshold keeps freed heap memory in the process
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, limit_bytes)) and bool(libc.mallopt(M_TRIM_THRESHOLD, limit_bytes))

@@ -10,6 +10,10 @@ the library itself.
     python tests/forward_refs.py --list     # every notebook's uses and where each is defined
     python tests/forward_refs.py --pointers # prose that names a later chapter ("chapter 04 puts it to the test")
 
+An appendix (a notebook named `A<n>_...`, after the story) documents machinery the main line uses as a black box:
+atomic files, the allocator, the command line. Any chapter may use what an appendix defines; an appendix itself
+uses only what comes before it.
+
 A pointer is a signpost, not a use: a chapter may say where a question is answered. The check fails on uses only;
 `--pointers` lists the signposts, so that each can be read for one that leans on what it points to.
 """
@@ -25,6 +29,10 @@ def reading_order():
     shows the finished library before any chapter builds it."""
     names = re.findall(r'^\s*-\s+(?:href:\s*)?([\w.-]+\.ipynb)\s*$', (NBS/'sidebar.yml').read_text(), re.M)
     return [n for n in names if n != 'index.ipynb']
+
+
+def is_appendix(nb):
+    return re.match(r'A\d', nb) is not None
 
 
 def code_cells(nb_path):
@@ -105,7 +113,7 @@ def check(verbose=False):
         for mod, name in used:
             h = home(mod, name)
             if h is None: problems.append(f'{nb}: uses scale_sae.{mod}.{name or ""}, which no chapter defines')
-            elif position[h] > here:
+            elif position[h] > here and not is_appendix(h):
                 problems.append(f'{nb}: uses scale_sae.{mod}.{name or ""} from {h}, which comes later')
     # the library: a module may only import modules taught before (or with) it
     for mod, nb in home_of_module.items():
@@ -113,7 +121,7 @@ def check(verbose=False):
         if not path.exists(): continue
         for dep, _ in uses([ast.parse(path.read_text())]):
             h = home_of_module.get(dep)
-            if h and position[h] > position[nb]:
+            if h and position[h] > position[nb] and not is_appendix(h):
                 problems.append(f'scale_sae/{mod}.py (from {nb}) imports scale_sae.{dep} from {h}, which comes later')
     return list(dict.fromkeys(problems))
 
