@@ -4,7 +4,7 @@
 
 # %% ../nbs/00e_cache.ipynb #3ca876b4
 from __future__ import annotations
-import errno, hashlib, json, os, re, sys, time, uuid
+import json, os, re, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,10 +14,12 @@ from tqdm.auto import tqdm
 
 from .buffer import token_contexts
 from .hooks import residual_stream
+# checksums, atomic files and the full-disk error: appendix A3 (importable from here as before)
+from .files import (DiskFullError, _pid_alive, _write_atomic, disk_full, file_sha256, raise_if_disk_full,
+                             stale_temps, temp_name)
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'keep_positions', 'outlier_threshold', 'file_sha256', 'DiskFullError', 'disk_full',
-           'raise_if_disk_full', 'temp_name', 'stale_temps', 'read_manifest', 'ActivationCache']
+__all__ = ['CACHE_FORMAT', 'keep_positions', 'outlier_threshold', 'read_manifest', 'ActivationCache']
 
 # %% ../nbs/00e_cache.ipynb #5a222991
 def keep_positions(tokens: torch.Tensor, skip_first: int = 0) -> torch.Tensor:
@@ -34,64 +36,7 @@ def outlier_threshold(norms: torch.Tensor, ratio: float = 10.0) -> float:
 # %% ../nbs/00e_cache.ipynb #6c4b94c0
 CACHE_FORMAT = 1
 
-def file_sha256(path, chunk=1 << 24) -> str:
-    "Hex SHA-256 of the file at `path`, read in chunks of `chunk` bytes (shards and saved SAEs are checked with it)."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk): h.update(block)
-    return h.hexdigest()
-
-class DiskFullError(OSError):
-    "A write failed because the disk, the user's quota or the process's file-size limit (`ulimit -f`) is full."
-
-_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
-# torch, safetensors and numpy wrap the system's error in their own types and words ("unexpected pos" is torch.save's;
-# numpy reports a short write as "N requested and M written")
-_FULL_WORDS = ("No space left", "File too large", "StorageFull", "FileTooLarge", "Disk quota", "unexpected pos",
-               "requested and")
-
-def disk_full(err) -> bool:
-    "Whether the exception `err` (or one it was raised from) says the disk or a size limit is full."
-    while err is not None:
-        if getattr(err, "errno", None) in _FULL_ERRNOS or any(w in str(err) for w in _FULL_WORDS): return True
-        err = err.__cause__ or err.__context__
-    return False
-
-def raise_if_disk_full(err, path, kept="it is unchanged"):
-    "Raise `DiskFullError` from `err` if it says the disk is full, naming `path`, what was `kept` and the fix."
-    if disk_full(err): raise DiskFullError(f"no space to write {path} ({str(err)[:120]}): {kept}; free some disk space "
-                                           "(or raise `ulimit -f`) or write somewhere else") from err
-
-def _pid_alive(pid: int) -> bool:
-    "Whether a process `pid` runs on this machine (one owned by another user counts as running)."
-    if os.name == "nt": return True  # Windows has no signal 0 (os.kill would end the process): assume it runs
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    return True
-
-def temp_name(path: Path) -> Path:
-    "The hidden sibling `.NAME.tmp-PID-RANDOM` that this process writes `path` into before renaming it."
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-_TEMP = re.compile(r"\.(.+)\.tmp-(\d+)-[0-9a-f]{8}")
-
-def stale_temps(folder: Path):
-    "The files in `folder` named by `temp_name` whose writer no longer runs: only this package's, only the dead ones."
-    for p in Path(folder).glob(".*.tmp-*"):
-        m = _TEMP.fullmatch(p.name)
-        if m and p.is_file() and not _pid_alive(int(m.group(2))): yield p
-
 # %% ../nbs/00e_cache.ipynb #463be309
-def _write_atomic(path: Path, write):
-    """Call `write(tmp_path)`, then rename the temporary file onto `path`: a killed write never leaves a partial `path`,
-    and a failed one (a full disk included) leaves `path` as it was and no temporary file behind."""
-    tmp = temp_name(path)
-    try:
-        write(tmp); os.replace(tmp, path)
-    except Exception as err: raise_if_disk_full(err, path); raise
-    finally: tmp.unlink(missing_ok=True)
-
 def _save_npy(path: Path, array: np.ndarray):
     def write(tmp):
         with open(tmp, "wb") as f: np.save(f, array)

@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 # %% ../nbs/07_saelens.ipynb #0de2c158
-from .sae import BaseSAE, TopKSAE, recover_dir, write_dir_atomically
+from .sae import BaseSAE, TopKSAE
+from .files import recover_dir, write_dir_atomically
 from .baselines import BatchTopKSAE, GatedSAE, JumpReLUSAE, ReLUSAE
 from .metrics import latent_frequency
 from .switch import SwitchSAE

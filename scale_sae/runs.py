@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from .config import ARCHITECTURES, AUTOCAST_DTYPES, COMPARE_KS, FIELD_HELP, PRESETS
 from .config import RunConfig, check_config, default_preset
 from .trainer import load_checkpoint, previous_checkpoint
-from .cache import _write_atomic
+from .files import _write_atomic
 
 # %% ../nbs/05b_runs.ipynb #c26a5a18
 @dataclass
@@ -195,7 +195,7 @@ def _release_stale(lock_path, holder):
 def run_lock(lock_path):
     """Hold the lock file `lock_path` for the duration of the `with` block. A lock held by a live process raises
     `RunLockedError` naming it; one left by a process that no longer runs on this host is taken over."""
-    from scale_sae.sae import _pid_alive
+    from scale_sae.files import _pid_alive
     lock_path = Path(lock_path); lock_path.parent.mkdir(parents=True, exist_ok=True)
     me = dict(pid=os.getpid(), host=socket.gethostname(), since=time.strftime("%Y-%m-%d %H:%M:%S"),
               command=" ".join(sys.argv)[:300])

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 import hashlib, pickle, re, warnings
 from pathlib import Path
 from .sae import BaseSAE, check_int, check_number, patch_to, _refuse_nonfinite
-from .cache import raise_if_disk_full, stale_temps, temp_name
+from .files import raise_if_disk_full, stale_temps, temp_name  # appendix A3
 from .memory import keep_freed_memory  # appendix A2; importable from here as before
 
 # %% ../nbs/01a_trainer.ipynb #9a0832d6
