@@ -353,6 +353,36 @@ def _config_mismatch(saved, cfg):
     now = cfg.to_dict()
     return {n: (saved.get(n), v) for n, v in now.items() if n not in RESUMABLE_CHANGES and saved.get(n) != v}
 
+# %% ../nbs/05b_runs.ipynb #5b0tr001
+def _resume(trainer, ckpt, cfg, arch, device):
+    "Load the run's newest good checkpoint into `trainer` (process 0 reads it and sends it to the others), if there is one."
+    rank, world = process_rank()
+    state = None
+    if rank == 0 and (ckpt.exists() or previous_checkpoint(ckpt).exists()):
+        state = load_checkpoint(ckpt, map_location=device if world == 1 else "cpu")
+    if world > 1: state = _from_process_0(state)
+    if state is None: return
+    if "run_config" not in state:
+        raise ValueError(f"{ckpt} was written by Trainer.save, not by a run (it records no run configuration): resume it "
+                         "with Trainer.load, or start this run over with resume=False (--no-resume) or another out_dir")
+    if state.get("arch") != arch or _config_mismatch(state["run_config"], cfg):
+        raise ValueError(f"{ckpt} was written by a different run ({state.get('arch')}, changes: "
+                         f"{_config_mismatch(state['run_config'], cfg)}); use another out_dir or resume=False")
+    trainer.load_state_dict(state)
+
+def _final_metrics(trainer, cfg, arch, data, eval_x, path, settings):
+    "Chapter 05a's `evaluate` of the finished SAE with the run's facts in front, also written to `metrics.json`."
+    from scale_sae.evaluate import evaluate
+    sae = trainer.sae
+    metrics = evaluate(sae, eval_x, model=data.model, tokens=data.eval_tokens, layer=data.layer,
+                       true_features=data.true_features, skip_first=data.skip_first, max_norm=data.max_norm,
+                       lm_baselines=data.lm_baselines)
+    info = dict(arch=arch, d_sae=cfg.d_sae, n_experts=getattr(sae, "n_experts", 1), e=getattr(sae, "e", 1),
+                k=cfg.k, n_steps=cfg.n_steps, train_seconds=trainer.elapsed, skipped_batches=trainer.skipped)
+    metrics = {**info, **{n: v for n, v in metrics.items() if n not in info}}
+    _write_json(path / "metrics.json", dict(metrics, settings=settings, sae_sha256=_saved_digest(path / "sae")))
+    return metrics
+
 # %% ../nbs/05b_runs.ipynb #88ad49cf
 @holding_lock(lambda cfg, arch, name=None, **_: Path(cfg.out_dir) / f".{name or arch}.lock")
 def train_run(cfg, arch, resume=True, data=None, name=None, until=None, progress=True, sae_kwargs=None,
@@ -382,18 +412,7 @@ def train_run(cfg, arch, resume=True, data=None, name=None, until=None, progress
     autocast = getattr(torch, cfg.autocast) if cfg.autocast and device.type == "cuda" else None
     trainer = Trainer(sae, cfg.n_steps, lr=cfg.lr, log_every=cfg.log_every, eval_fn=eval_fn,
                       eval_every=cfg.eval_every, autocast_dtype=autocast, nonfinite=cfg.nonfinite)
-    state = None
-    if main and resume and (ckpt.exists() or previous_checkpoint(ckpt).exists()):
-        state = load_checkpoint(ckpt, map_location=device if world == 1 else "cpu")
-    if world > 1: state = _from_process_0(state)
-    if state is not None and "run_config" not in state:
-        raise ValueError(f"{ckpt} was written by Trainer.save, not by a run (it records no run configuration): resume it "
-                         "with Trainer.load, or start this run over with resume=False (--no-resume) or another out_dir")
-    if state is not None:
-        if state.get("arch") != arch or _config_mismatch(state["run_config"], cfg):
-            raise ValueError(f"{ckpt} was written by a different run ({state.get('arch')}, changes: "
-                             f"{_config_mismatch(state['run_config'], cfg)}); use another out_dir or resume=False")
-        trainer.load_state_dict(state)
+    if resume: _resume(trainer, ckpt, cfg, arch, device)
     if world > 1: trainer.data_parallel()
     if main: _write_json(path / "config.json", dict(arch=arch, **cfg.to_dict()))
 
@@ -415,16 +434,7 @@ def train_run(cfg, arch, resume=True, data=None, name=None, until=None, progress
         result["metrics"] = reused
         return result
     sae.save(path / "sae")
-    if final_eval:
-        from scale_sae.evaluate import evaluate
-        metrics = evaluate(sae, eval_x, model=data.model, tokens=data.eval_tokens, layer=data.layer,
-                           true_features=data.true_features, skip_first=data.skip_first, max_norm=data.max_norm,
-                           lm_baselines=data.lm_baselines)
-        info = dict(arch=arch, d_sae=cfg.d_sae, n_experts=getattr(sae, "n_experts", 1), e=getattr(sae, "e", 1),
-                    k=cfg.k, n_steps=cfg.n_steps, train_seconds=trainer.elapsed, skipped_batches=trainer.skipped)
-        metrics = {**info, **{n: v for n, v in metrics.items() if n not in info}}
-        _write_json(path / "metrics.json", dict(metrics, settings=settings, sae_sha256=_saved_digest(path / "sae")))
-        result["metrics"] = metrics
+    if final_eval: result["metrics"] = _final_metrics(trainer, cfg, arch, data, eval_x, path, settings)
     return result
 
 # %% ../nbs/05b_runs.ipynb #775e3fb2

@@ -167,8 +167,8 @@ def _writers():
 
 def _kill_at(point, writer, path, new_seed, use_exchange, counter_file):
     "Child: write SAE `new_seed` over `path`, SIGKILLing itself at file-system step `point` (-1: never; count them)."
-    import pathlib, scale_sae.sae as S, scale_sae.interop as I
-    if not use_exchange: S._exchange = lambda a, b: False
+    import pathlib, scale_sae.sae as S, scale_sae.interop as I, scale_sae.files as F
+    if not use_exchange: F._exchange = lambda a, b: False
     steps = [0]
     def step():
         if steps[0] == point: os.kill(os.getpid(), signal.SIGKILL)
@@ -186,7 +186,7 @@ def _kill_at(point, writer, path, new_seed, use_exchange, counter_file):
                 steps[0] += 1
             return out
         setattr(owner, name, wrapped)
-    for owner, name in ((os, "rename"), (os, "replace"), (os, "fsync"), (shutil, "rmtree"), (S, "_exchange")):
+    for owner, name in ((os, "rename"), (os, "replace"), (os, "fsync"), (shutil, "rmtree"), (F, "_exchange")):
         around(owner, name)
     for owner, name in ((S, "save_file"), (I, "save_file"), (torch, "save"), (pathlib.Path, "write_text")):
         around(owner, name, writes=True)
