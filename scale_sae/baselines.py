@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% ../nbs/01c_baselines.ipynb #fd979bf7
-from .sae import BaseSAE, TopKSAE, check_number
+from .sae import BaseSAE, TopKSAE, check_number, patch_to
 
 # %% ../nbs/01c_baselines.ipynb #d5d40ef8
 def pack_active(z):
@@ -71,21 +71,25 @@ class PenaltySAE(BaseSAE):
         above = min(max(1, round(n * self.k / self.d_sae)), n - 1)
         return self.batch_mean(pre.float().kthvalue(n - above, dim=0).values[None])
 
-    def loss(self, x) -> dict:
-        "Squared error plus the penalty terms, the dense code decoded as one matmul; reports the batch's mean `l0`."
-        x = self._flat(x)
-        f, state = self.code(x)
-        err = x - (f @ self.W_dec + self.b_dec)
-        mse = err.pow(2).sum(-1).mean()
-        # a copy: the coefficient changes in place below, after this loss has used it
-        terms = self.extra_losses(x, err, dict(state, code=f, coef=self.coef.clone()))
-        l0 = self.batch_mean((f > 0).sum(-1, keepdim=True).to(f.dtype)).squeeze().detach()
-        if self.training:
-            self._track_firing(*pack_active(f.detach()))
-            with torch.no_grad():
-                if self.coef_gain: self.coef.mul_(((l0 + 1) / (self.k + 1)).clamp(0.5, 2) ** self.coef_gain)
-                self.coef.clamp_(min=self.start_coef())
-        return dict(loss=mse + sum(terms.values()), mse=mse, **terms, l0=l0)
+
+# %% ../nbs/01c_baselines.ipynb #01cls002
+@patch_to(PenaltySAE)
+def loss(self, x) -> dict:
+    "Squared error plus the penalty terms, the dense code decoded as one matmul; reports the batch's mean `l0`."
+    x = self._flat(x)
+    f, state = self.code(x)
+    err = x - (f @ self.W_dec + self.b_dec)
+    mse = err.pow(2).sum(-1).mean()
+    # a copy: the coefficient changes in place below, after this loss has used it
+    terms = self.extra_losses(x, err, dict(state, code=f, coef=self.coef.clone()))
+    l0 = self.batch_mean((f > 0).sum(-1, keepdim=True).to(f.dtype)).squeeze().detach()
+    if self.training:
+        self._track_firing(*pack_active(f.detach()))
+        with torch.no_grad():
+            if self.coef_gain: self.coef.mul_(((l0 + 1) / (self.k + 1)).clamp(0.5, 2) ** self.coef_gain)
+            self.coef.clamp_(min=self.start_coef())
+    return dict(loss=mse + sum(terms.values()), mse=mse, **terms, l0=l0)
+
 
 # %% ../nbs/01c_baselines.ipynb #d347f4e0
 class ReLUSAE(PenaltySAE):

@@ -9,7 +9,7 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from .corpora import python_docs_corpus
+from .corpora import patch_to, python_docs_corpus
 from .lm import tiny_lm, tiny_lm_stats
 from .hooks import _block, residual_stream
 
@@ -93,34 +93,40 @@ class ActivationBuffer:
         out.extend(c for _, c in zip(range(n - len(out)), self._contexts))
         return out
 
-    def refill(self):
-        "Overwrite the used rows of the pool with activations of fresh contexts."
-        free = (~self.unread).nonzero().squeeze(1)
-        n_new = len(free) // self.ctx_len
-        pos = 0
-        with tqdm(total=n_new, desc="filling activation buffer", unit="ctx", disable=not self.progress, leave=False) as bar:
-            while pos < n_new:
-                ctxs = self._next_contexts(min(self.model_batch_size, n_new - pos))
-                if not ctxs: break
-                x = torch.stack(ctxs).to(self.device)
-                h = residual_stream(self.model, x, self.layer).reshape(-1, self.d_in).float()
-                rows = free[pos * self.ctx_len:(pos + len(ctxs)) * self.ctx_len]
-                self.acts[rows] = h
-                self.context_ids[rows] = torch.arange(self.n_contexts_read, self.n_contexts_read + len(ctxs)).repeat_interleave(self.ctx_len)
-                self.unread[rows] = True
-                self.n_contexts_read += len(ctxs); pos += len(ctxs); bar.update(len(ctxs))
 
-    def __iter__(self): return self
+# %% ../nbs/00c_buffer.ipynb #0c0b0002
+@patch_to(ActivationBuffer)
+def refill(self):
+    "Overwrite the used rows of the pool with activations of fresh contexts."
+    free = (~self.unread).nonzero().squeeze(1)
+    n_new = len(free) // self.ctx_len
+    pos = 0
+    with tqdm(total=n_new, desc="filling activation buffer", unit="ctx", disable=not self.progress, leave=False) as bar:
+        while pos < n_new:
+            ctxs = self._next_contexts(min(self.model_batch_size, n_new - pos))
+            if not ctxs: break
+            x = torch.stack(ctxs).to(self.device)
+            h = residual_stream(self.model, x, self.layer).reshape(-1, self.d_in).float()
+            rows = free[pos * self.ctx_len:(pos + len(ctxs)) * self.ctx_len]
+            self.acts[rows] = h
+            self.context_ids[rows] = torch.arange(self.n_contexts_read, self.n_contexts_read + len(ctxs)).repeat_interleave(self.ctx_len)
+            self.unread[rows] = True
+            self.n_contexts_read += len(ctxs); pos += len(ctxs); bar.update(len(ctxs))
 
-    def __next__(self) -> torch.Tensor:
-        pool = len(self.unread)
-        if self.unread.sum() < max(pool // 2, self.batch_size): self.refill()
-        unread = self.unread.nonzero().squeeze(1)
-        if len(unread) < self.batch_size: raise StopIteration  # only for one-shot iterators, once they run dry
-        pick = unread[torch.randperm(len(unread), generator=self.gen)[: self.batch_size].to(unread.device)]
-        self.unread[pick] = False
-        self.last_context_ids = self.context_ids[pick.cpu()]
-        return self.acts[pick]
+@patch_to(ActivationBuffer)
+def __iter__(self): return self
+
+@patch_to(ActivationBuffer)
+def __next__(self) -> torch.Tensor:
+    pool = len(self.unread)
+    if self.unread.sum() < max(pool // 2, self.batch_size): self.refill()
+    unread = self.unread.nonzero().squeeze(1)
+    if len(unread) < self.batch_size: raise StopIteration  # only for one-shot iterators, once they run dry
+    pick = unread[torch.randperm(len(unread), generator=self.gen)[: self.batch_size].to(unread.device)]
+    self.unread[pick] = False
+    self.last_context_ids = self.context_ids[pick.cpu()]
+    return self.acts[pick]
+
 
 # %% ../nbs/00c_buffer.ipynb #8842cdc1
 def activation_stats(buffer, n_batches=8) -> dict:

@@ -11,7 +11,7 @@ from typing import Iterator
 
 # %% auto #0
 __all__ = ['IN_CI', 'DOC_PACKAGES', 'sized', 'load_corpus', 'hub_unreachable', 'require_hub', 'python_docs_corpus',
-           'package_docs_corpus']
+           'package_docs_corpus', 'patch_to']
 
 # %% ../nbs/00_corpora.ipynb #da323424
 IN_CI = bool(os.environ.get("CI"))
@@ -181,3 +181,13 @@ def package_docs_corpus(packages=DOC_PACKAGES, min_chars=5_000_000):
         raise RuntimeError(f"Only {n_chars:,} characters of docstrings in {list(packages)} (wanted {min_chars:,}; not installed: "
                            f"{missing}). Install more of them, pass other packages=, or lower min_chars.")
     return datasets.Dataset.from_dict({"text": [t for _, t in docs], "source": [s for s, _ in docs]})
+
+# %% ../nbs/00_corpora.ipynb #00pt0002
+def patch_to(cls, as_classmethod=False):
+    """Decorator: add the function to `cls` as the method of its name (a classmethod if `as_classmethod`), so a class
+    can grow over several cells."""
+    def add(f):
+        f.__qualname__ = f"{cls.__name__}.{f.__name__}"
+        setattr(cls, f.__name__, classmethod(f) if as_classmethod else f)
+        return f
+    return add

@@ -20,7 +20,7 @@ from .runs import train_run
 from .memory import keep_freed_memory
 
 # %% auto #0
-__all__ = ['lm_flops_per_token', 'matmul_rate', 'bench_cache', 'paper_lineup', 'run_lineup']
+__all__ = ['lm_flops_per_token', 'matmul_rate', 'bench_cache', 'forward_profile', 'matmul_ceiling', 'paper_lineup', 'run_lineup']
 
 # %% ../nbs/06_smollm2.ipynb #b3c40002
 def lm_flops_per_token(model, layer, ctx_len=128) -> tuple[int, tuple[int, int]]:
@@ -80,6 +80,38 @@ def bench_cache(model, tokenizer, texts, layer, n_tokens=100_000, ctx_len=128, s
               f"the build ran {computed:,} tokens in {seconds:.1f} s: {result['tokens_per_s']:,.0f} tokens/s, "
               f"{result['build_gflops']:.0f} GFLOP/s, {result['fraction_of_matmul']:.0%} of the matmul rate")
     return result
+
+# %% ../nbs/06_smollm2.ipynb #06fp0002
+_MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
+
+def forward_profile(model, ids, layer, repeats=3) -> dict:
+    """Seconds per `residual_stream(model, ids, layer)` on the CPU, in total and in its matrix products, and each
+    operator's share of the self time (torch.profiler; `inference_mode`, after one warm-up pass)."""
+    from torch.profiler import ProfilerActivity, profile
+    with torch.inference_mode():
+        residual_stream(model, ids, layer)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(repeats): residual_stream(model, ids, layer)
+    self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages() if e.self_cpu_time_total > 0}
+    total = sum(self_us.values())
+    matmul = sum(t for op, t in self_us.items() if op in _MATMUL_OPS)
+    shares = dict(sorted(((op, t / total) for op, t in self_us.items()), key=lambda kv: -kv[1]))
+    return dict(seconds=total / 1e6 / repeats, matmul_seconds=matmul / 1e6 / repeats, shares=shares)
+
+def matmul_ceiling(model, layer, rows, ctx_len=128, repeats=20) -> dict:
+    """Every linear layer that `residual_stream` runs up to `layer`, timed alone as a product of `rows` rows: each
+    shape's rate, and the rate of all of them together (their FLOPs over the sum of their times)."""
+    shapes = {}
+    def count(module, args, output): shapes[tuple(module.weight.shape[::-1])] = shapes.get(tuple(module.weight.shape[::-1]), 0) + 1
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Linear)]
+    try: residual_stream(model, torch.zeros(1, ctx_len, dtype=torch.long, device=next(model.parameters()).device), layer)
+    finally:
+        for h in handles: h.remove()
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    rates = {s: matmul_rate(rows, *s, device, dtype, repeats) for s in shapes}
+    flops = {s: 2 * rows * s[0] * s[1] * n for s, n in shapes.items()}
+    return dict(counts=shapes, rates=rates, combined=sum(flops.values()) / sum(flops[s] / rates[s] for s in shapes))
+
 
 # %% ../nbs/06_smollm2.ipynb #85a61d53
 def paper_lineup(cfg, es=(2, 4, 8)) -> dict:

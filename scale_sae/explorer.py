@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .corpora import patch_to
 from .hooks import residual_stream
 
 # %% auto #0
@@ -114,22 +115,6 @@ class FeatureStats:
             self.expert_counts += torch.bincount(experts.cpu().flatten(), minlength=len(self.expert_counts))
         self._merge_top(acts, feats, where[:, None].expand_as(top_indices)[fired])
 
-    def _merge_top(self, acts, feats, where):
-        kept = self.top_where >= 0
-        f = torch.cat([torch.arange(len(kept))[:, None].expand_as(kept)[kept], feats])
-        a = torch.cat([self.top_acts[kept], acts])
-        w = torch.cat([self.top_where[kept], where])
-        # order by feature, then activation descending, then position: three stable sorts, last key first
-        order = torch.argsort(w, stable=True)
-        order = order[torch.argsort(-a[order], stable=True)]
-        order = order[torch.argsort(f[order], stable=True)]
-        f, a, w = f[order], a[order], w[order]
-        rank = torch.arange(len(f)) - torch.searchsorted(f, f)  # place within the feature's group
-        best = rank < self.top_k
-        self.top_acts.zero_(); self.top_where.fill_(-1)
-        self.top_acts[f[best], rank[best]] = a[best]
-        self.top_where[f[best], rank[best]] = w[best]
-
     @property
     def density(self) -> torch.Tensor:
         "(d_sae,) fraction of tokens on which each latent fired."
@@ -152,6 +137,25 @@ class FeatureStats:
         for name, value in state.items(): setattr(stats, name, value)
         stats.n_tokens = int(state["n_tokens"])
         return stats
+
+# %% ../nbs/06a_explorer.ipynb #06as0002
+@patch_to(FeatureStats)
+def _merge_top(self, acts, feats, where):
+    kept = self.top_where >= 0
+    f = torch.cat([torch.arange(len(kept))[:, None].expand_as(kept)[kept], feats])
+    a = torch.cat([self.top_acts[kept], acts])
+    w = torch.cat([self.top_where[kept], where])
+    # order by feature, then activation descending, then position: three stable sorts, last key first
+    order = torch.argsort(w, stable=True)
+    order = order[torch.argsort(-a[order], stable=True)]
+    order = order[torch.argsort(f[order], stable=True)]
+    f, a, w = f[order], a[order], w[order]
+    rank = torch.arange(len(f)) - torch.searchsorted(f, f)  # place within the feature's group
+    best = rank < self.top_k
+    self.top_acts.zero_(); self.top_where.fill_(-1)
+    self.top_acts[f[best], rank[best]] = a[best]
+    self.top_where[f[best], rank[best]] = w[best]
+
 
 # %% ../nbs/06a_explorer.ipynb #f788d736
 def sae_digest(sae) -> str:

@@ -11,6 +11,7 @@ __all__ = ['GATES', 'DISPATCH', 'DECODER_NORMS', 'count_per_expert', 'load_balan
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .corpora import patch_to
 from .sae import BaseSAE, check_int, check_number
 
 # %% ../nbs/02_switch_sae.ipynb #ee369699
@@ -192,25 +193,6 @@ class RoutedSAE(BaseSAE):
         "Pre-activations (N, e, m) of the chosen `experts` (N, e) for inputs `x` (N, d_in), `b_dec` removed first."
         return DISPATCH[self.dispatch](x, self.encoder_weight(), self.b_enc, experts, centre=self.b_dec)
 
-    def route(self, x):
-        "Each token's `experts` (N, e), their gate `weights` (N, e) and all router `probs` (N, E)."
-        probs = F.linear(x - self.router_centre, self.W_router, self.b_router).softmax(-1)
-        top_probs, experts = probs.topk(self.e, dim=-1)
-        return experts, GATES[self.gate](top_probs), probs
-
-    def _encode(self, x):
-        experts, weights, probs = self.route(x)
-        pre = self.expert_preacts(x, experts)
-        latents = (weights[..., None] * F.relu(pre)).flatten(1)  # (N, e*m): the candidates for Top-K
-        top_acts, slots = latents.topk(self.k, dim=-1, sorted=False)
-        top_indices = experts.gather(1, slots // self.m) * self.m + slots % self.m
-        return top_acts, top_indices, dict(probs=probs, experts=experts)
-
-    def extra_losses(self, x, err, state):
-        "The load-balancing term, `lb_coef`·d_in·E·Σ t_i P_i."
-        if not self.lb_coef: return {}
-        return dict(lb=self.lb_coef * self.d_in * load_balance(state['probs'], self.global_sum))
-
     @torch.no_grad()
     def normalize_decoder(self):
         "Unit-norm decoder rows; with `decoder_norm='columns'`, unit-norm columns of each expert's (m, d_in) block."
@@ -224,6 +206,30 @@ class RoutedSAE(BaseSAE):
         "`b_dec` and the router centre at the geometric median of the first batch."
         super().init_from_batch(x)
         self.router_centre.copy_(self.b_dec)
+
+# %% ../nbs/02_switch_sae.ipynb #020rt002
+@patch_to(RoutedSAE)
+def route(self, x):
+    "Each token's `experts` (N, e), their gate `weights` (N, e) and all router `probs` (N, E)."
+    probs = F.linear(x - self.router_centre, self.W_router, self.b_router).softmax(-1)
+    top_probs, experts = probs.topk(self.e, dim=-1)
+    return experts, GATES[self.gate](top_probs), probs
+
+@patch_to(RoutedSAE)
+def _encode(self, x):
+    experts, weights, probs = self.route(x)
+    pre = self.expert_preacts(x, experts)
+    latents = (weights[..., None] * F.relu(pre)).flatten(1)  # (N, e*m): the candidates for Top-K
+    top_acts, slots = latents.topk(self.k, dim=-1, sorted=False)
+    top_indices = experts.gather(1, slots // self.m) * self.m + slots % self.m
+    return top_acts, top_indices, dict(probs=probs, experts=experts)
+
+@patch_to(RoutedSAE)
+def extra_losses(self, x, err, state):
+    "The load-balancing term, `lb_coef`·d_in·E·Σ t_i P_i."
+    if not self.lb_coef: return {}
+    return dict(lb=self.lb_coef * self.d_in * load_balance(state['probs'], self.global_sum))
+
 
 # %% ../nbs/02_switch_sae.ipynb #45e89371
 class SwitchSAE(RoutedSAE):

@@ -10,7 +10,28 @@ from typing import Iterator
 import torch
 
 # %% auto #0
-__all__ = ['SyntheticData']
+__all__ = ['firing_probs', 'SyntheticData']
+
+# %% ../nbs/00d_synthetic.ipynb #0d0fp001
+def firing_probs(zipf_weights, avg_l0, n_clusters, in_cluster):
+    """`(freqs, p_in, p_out)` per feature: the firing probability overall, in a token of its own cluster and in any other,
+    for raw weights `zipf_weights`, the scale found by bisection so that `freqs` sums to `avg_l0`."""
+    C = n_clusters
+    def probs(scale):
+        q = (scale * zipf_weights).clamp(max=1)
+        if C == 1: return q, q, q
+        p_in = (in_cluster * C * q).clamp(max=1)
+        p_out = ((1 - in_cluster) * C / (C - 1) * q).clamp(max=1)
+        return p_in / C + p_out * (C - 1) / C, p_in, p_out
+    lo, hi = 0.0, 1.0
+    while probs(hi)[0].sum() < avg_l0:
+        hi *= 2
+        if hi > 1e12: raise ValueError(f"avg_l0={avg_l0} is not reachable with in_cluster={in_cluster}")
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if probs(mid)[0].sum() < avg_l0 else (lo, mid)
+    return probs(hi)
+
 
 # %% ../nbs/00d_synthetic.ipynb #f764fc4b
 class SyntheticData:
@@ -32,21 +53,7 @@ class SyntheticData:
         self.dense = unit(torch.randn(n_dense, d_in, generator=g))
         rank = torch.randperm(n_features, generator=g) + 1
         self.zipf_weights = rank.double() ** -zipf_exponent
-        C = n_clusters
-        def probs(scale):
-            q = (scale * self.zipf_weights).clamp(max=1)
-            if C == 1: return q, q, q
-            p_in = (in_cluster * C * q).clamp(max=1)
-            p_out = ((1 - in_cluster) * C / (C - 1) * q).clamp(max=1)
-            return p_in / C + p_out * (C - 1) / C, p_in, p_out
-        lo, hi = 0.0, 1.0
-        while probs(hi)[0].sum() < avg_l0:
-            hi *= 2
-            if hi > 1e12: raise ValueError(f"avg_l0={avg_l0} is not reachable with in_cluster={in_cluster}")
-        for _ in range(100):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if probs(mid)[0].sum() < avg_l0 else (lo, mid)
-        freqs, p_in, p_out = probs(hi)
+        freqs, p_in, p_out = firing_probs(self.zipf_weights, avg_l0, n_clusters, in_cluster)
         self.freqs, self.p_in, self.p_out = freqs.float(), p_in.float(), p_out.float()
         self._gen = torch.Generator().manual_seed(seed + 1)
 
