@@ -4,7 +4,7 @@
 
 # %% ../nbs/06b_reproduce.ipynb #162c46fc
 from __future__ import annotations
-import itertools, json, platform, subprocess, time
+import hashlib, itertools, json, platform, subprocess, time
 from pathlib import Path
 
 import torch
@@ -16,7 +16,7 @@ from .runs import PRESETS, _write_json, prepare_data, result_settings, run_lock
 
 # %% auto #0
 __all__ = ['PAPER_SWITCH', 'AUTHORS_SWITCH', 'ABLATION', 'TOPK_STEPS', 'ablation_name', 'reproduce_plan', 'reproduce_presets',
-           'describe_device', 'code_version', 'reproduce']
+           'describe_device', 'code_version', 'data_fingerprint', 'reproduce']
 
 # %% ../nbs/06b_reproduce.ipynb #513db1fa
 # the paper's Switch baseline: the Scale repository's `train-switch.py` (e = 1, softmax over one probability = 1)
@@ -103,7 +103,15 @@ def _training_tokens(data, n_tokens):
     return torch.cat(out)[:n_tokens]
 
 # %% ../nbs/06b_reproduce.ipynb #825dfcae
-def _finished_entry(run, settings, trained, firing_tokens, wall):
+def data_fingerprint(data) -> dict:
+    """What a run trained on: the activation cache's token count and a digest of its shards' checksums (empty
+    without a cache). The cache is rebuilt on each machine, so two runs are on the same batches when these agree."""
+    cache = getattr(data, "cache", None)
+    if cache is None: return {}
+    sums = "".join(s["acts_sha256"] + s["tokens_sha256"] for s in cache.shards)
+    return dict(cache_tokens=cache.n_tokens, cache_digest=hashlib.sha256(sums.encode()).hexdigest()[:16])
+
+def _finished_entry(run, settings, trained, firing_tokens, wall, data=None):
     metrics = dict(trained["metrics"])
     sae = trained["sae"]
     freq = latent_frequency(sae, firing_tokens.to(sae.device))
@@ -114,7 +122,7 @@ def _finished_entry(run, settings, trained, firing_tokens, wall):
                 milestones=trained["milestones"] + [dict(step=run["cfg"].n_steps, **final)],
                 firing=dict(tokens=len(firing_tokens), never=(freq == 0).double().mean().item(),
                             rare=(freq < 1e-4).double().mean().item(), dense=(freq > 0.1).double().mean().item()),
-                wall_seconds=wall, device=describe_device(sae.device), code=code_version(),
+                wall_seconds=wall, device=describe_device(sae.device), code=code_version(), data=data_fingerprint(data),
                 finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
 def reproduce(cfg, results_path, stages=(1, 2, 3, 4), only=None, milestones=(0.1, 0.3), firing_tokens=65_536,
@@ -144,7 +152,7 @@ def reproduce(cfg, results_path, stages=(1, 2, 3, 4), only=None, milestones=(0.1
             steps = sorted({max(1, round(f * run["cfg"].n_steps)) for f in milestones})
             trained = _trained(run["cfg"], run["arch"], data, run["name"], run["sae_kwargs"], steps, progress)
             if firing is None: firing = _training_tokens(data, firing_tokens)
-            entry = _finished_entry(run, settings, trained, firing, time.time() - start)
+            entry = _finished_entry(run, settings, trained, firing, time.time() - start, data)
             results["runs"][run["name"]] = entry
             results.update(config=cfg.to_dict(), command=command or results.get("command"))
             _write_json(results_path, results)
