@@ -107,6 +107,8 @@ def recover_dir(path):
         if kind == "old" and not path.exists(): os.rename(p, path)
         else: shutil.rmtree(p, ignore_errors=True)
 
+
+# %% ../nbs/A3_files.ipynb #a3000w02
 def write_dir_atomically(path, write, allowed=None):
     """Create the directory `path` with `write(tmp_dir)` into a hidden sibling, then swap it in: a crash at any moment
     leaves the old directory or the new one, never a mix. An existing `path` may hold only the names in `allowed`."""
