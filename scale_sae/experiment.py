@@ -23,21 +23,26 @@ from .memory import keep_freed_memory
 __all__ = ['lm_flops_per_token', 'matmul_rate', 'bench_cache', 'forward_profile', 'matmul_ceiling', 'paper_lineup', 'run_lineup']
 
 # %% ../nbs/06_smollm2.ipynb #b3c40002
-def lm_flops_per_token(model, layer, ctx_len=128) -> tuple[int, tuple[int, int]]:
-    """(FLOPs per token, widest (in, out) shape) of the linear layers that `residual_stream(model, ids, layer)` runs:
-    2 per weight, counted by hooks on one context of `ctx_len` tokens."""
-    counted = []
-    def count(module, args, output):
+def _linear_calls(model, layer, ctx_len=128) -> list[tuple[int, tuple[int, int]]]:
+    """(tokens, (in, out)) of every linear layer call that `residual_stream(model, ids, layer)` makes on one context of
+    `ctx_len` tokens, counted by forward hooks."""
+    calls = []
+    def record(module, args, output):
         w = module.weight  # nn.Linear keeps (out, in), GPT-2's Conv1D (in, out)
-        shape = tuple(w.shape) if isinstance(module, nn.Linear) else tuple(w.shape[::-1])
-        counted.append((2 * args[0].numel() // args[0].shape[-1] * w.numel(), shape))
+        shape = tuple(w.shape[::-1]) if isinstance(module, nn.Linear) else tuple(w.shape)
+        calls.append((args[0].numel() // args[0].shape[-1], shape))
     linear = [m for m in model.modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"]
-    handles = [m.register_forward_hook(count) for m in linear]
+    handles = [m.register_forward_hook(record) for m in linear]
     try: residual_stream(model, torch.zeros(1, ctx_len, dtype=torch.long, device=next(model.parameters()).device), layer)
     finally:
         for h in handles: h.remove()
-    out_in = max((s for _, s in counted), key=lambda s: s[0] * s[1])
-    return sum(f for f, _ in counted) // ctx_len, (out_in[1], out_in[0])
+    return calls
+
+def lm_flops_per_token(model, layer, ctx_len=128) -> tuple[int, tuple[int, int]]:
+    """(FLOPs per token, widest (in, out) shape) of the linear layers that `residual_stream(model, ids, layer)` runs:
+    2 per weight."""
+    calls = _linear_calls(model, layer, ctx_len)
+    return sum(2 * n * d_in * d_out for n, (d_in, d_out) in calls) // ctx_len, max((s for _, s in calls), key=lambda s: s[0] * s[1])
 
 def matmul_rate(n, d_in, d_out, device="cpu", dtype=torch.float32, repeats=20) -> float:
     "FLOP/s of the product of an (n, d_in) and a (d_in, d_out) matrix, written into one reused output."
@@ -102,11 +107,7 @@ def matmul_ceiling(model, layer, rows, ctx_len=128, repeats=20) -> dict:
     """Every linear layer that `residual_stream` runs up to `layer`, timed alone as a product of `rows` rows: each
     shape's rate, and the rate of all of them together (their FLOPs over the sum of their times)."""
     shapes = {}
-    def count(module, args, output): shapes[tuple(module.weight.shape[::-1])] = shapes.get(tuple(module.weight.shape[::-1]), 0) + 1
-    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Linear)]
-    try: residual_stream(model, torch.zeros(1, ctx_len, dtype=torch.long, device=next(model.parameters()).device), layer)
-    finally:
-        for h in handles: h.remove()
+    for _, shape in _linear_calls(model, layer, ctx_len): shapes[shape] = shapes.get(shape, 0) + 1
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     rates = {s: matmul_rate(rows, *s, device, dtype, repeats) for s in shapes}
     flops = {s: 2 * rows * s[0] * s[1] * n for s, n in shapes.items()}
