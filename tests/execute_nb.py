@@ -16,6 +16,11 @@ def _skip(cell, source):
     d = _directives(source)
     return d.get("eval:", "").lower() == "false" or bool(SKIP_FLAGS & d.keys())
 
+def _text(output):
+    "The text an output shows (a stream, or a result's text/plain), else None."
+    t = output.get("text") or output.get("data", {}).get("text/plain")
+    return t if t is None or isinstance(t, str) else "".join(t)
+
 def execute(path: Path):
     from execnb.shell import CaptureShell
     raw = json.loads(path.read_text(encoding="utf-8"))
@@ -33,10 +38,16 @@ def execute(path: Path):
             source = stored["source"] if isinstance(stored["source"], str) else "".join(stored["source"])
             if _skip(stored, source): continue
             outputs = shell.run(source)
-            if shell.exc is not None: raise RuntimeError(f"{path} failed in cell:\n{source}\n{shell.exc!r}")
+            if shell.exc is not None:
+                # the notebook is left as it was; what the run printed so far says why a stored claim failed
+                printed = [_text(o) for c in raw["cells"] if c is not stored for o in c.get("outputs", []) if c.get("_ran")]
+                raise RuntimeError(f"{path} failed in cell:\n{source}\n{shell.exc!r}\nprinted before it:\n" + "\n".join(filter(None, printed)))
             stored["outputs"] = json.loads(json.dumps(outputs, default=dict))
             stored["execution_count"] = None
-    finally: os.chdir(cwd)
+            stored["_ran"] = True
+    finally:
+        os.chdir(cwd)
+        for cell in raw["cells"]: cell.pop("_ran", None)
     path.write_text(json.dumps(raw, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"{path}: executed in {time.time() - t0:.0f} s", flush=True)
 
