@@ -32,7 +32,7 @@ def execute(path: Path):
               "def _silent_init(self, *args, **kwargs): _tqdm_init(self, *args, **{**kwargs, 'disable': True})\n"
               "_tqdm_std.tqdm.__init__ = _silent_init")
     cwd = os.getcwd(); os.chdir(path.parent)
-    t0 = time.time()
+    t0, printed = time.time(), []  # the text of every cell run so far, shown if a later cell fails
     try:
         for stored in raw["cells"]:
             source = stored["source"] if isinstance(stored["source"], str) else "".join(stored["source"])
@@ -40,14 +40,11 @@ def execute(path: Path):
             outputs = shell.run(source)
             if shell.exc is not None:
                 # the notebook is left as it was; what the run printed so far says why a stored claim failed
-                printed = [_text(o) for c in raw["cells"] if c is not stored for o in c.get("outputs", []) if c.get("_ran")]
                 raise RuntimeError(f"{path} failed in cell:\n{source}\n{shell.exc!r}\nprinted before it:\n" + "\n".join(filter(None, printed)))
             stored["outputs"] = json.loads(json.dumps(outputs, default=dict))
             stored["execution_count"] = None
-            stored["_ran"] = True
-    finally:
-        os.chdir(cwd)
-        for cell in raw["cells"]: cell.pop("_ran", None)
+            printed += [_text(o) for o in outputs]
+    finally: os.chdir(cwd)
     path.write_text(json.dumps(raw, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"{path}: executed in {time.time() - t0:.0f} s", flush=True)
 
