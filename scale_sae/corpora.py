@@ -10,8 +10,12 @@ from pathlib import Path
 from typing import Iterator
 
 # %% auto #0
-__all__ = ['IN_CI', 'DOC_PACKAGES', 'sized', 'load_corpus', 'hub_unreachable', 'require_hub', 'python_docs_corpus',
-           'package_docs_corpus', 'patch_to']
+__all__ = ['IN_CI', 'DOC_PACKAGES', 'sized', 'load_corpus', 'python_docs_corpus', 'package_docs_corpus', 'patch_to',
+           'hub_unreachable', 'require_hub']
+
+# %% ../nbs/00_corpora.ipynb #00hub001
+from .hub import hub_unreachable, require_hub
+_all_ = ["hub_unreachable", "require_hub"]
 
 # %% ../nbs/00_corpora.ipynb #da323424
 IN_CI = bool(os.environ.get("CI"))
@@ -80,30 +84,6 @@ def _check_data_file(path: Path, builder: str):
                              "or remove it") from None
         text = head[:err.start].decode("utf-8")
     if size <= len(head) and not text.strip(): raise ValueError(f"{path} holds only whitespace; put the corpus text in it")
-
-_TRUE = ("1", "true", "yes", "on")
-
-@lru_cache(maxsize=None)
-def hub_unreachable() -> str | None:
-    "Why the Hugging Face hub cannot be reached from here (offline mode, or no answer within 3 s), or None if it can."
-    import urllib.error, urllib.request
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").lower() in _TRUE: return f"{var} is set"
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    try: urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=3)
-    except urllib.error.HTTPError: return None  # the server answered
-    except (urllib.error.URLError, OSError) as err: return f"{endpoint} cannot be reached ({getattr(err, 'reason', err)})"
-    return None
-
-def _in_hub_cache(name: str, kind: str) -> bool:
-    from huggingface_hub import constants
-    return (Path(constants.HF_HUB_CACHE) / f"{kind}s--{name.replace('/', '--')}").exists()
-
-def require_hub(name: str, kind: str, local_hint: str):
-    "Fail at once, naming why, when `name` (a hub `kind`: 'dataset' or 'model') would have to come from a hub that cannot be reached."
-    if _in_hub_cache(name, kind) or (why := hub_unreachable()) is None: return
-    raise FileNotFoundError(f"{name!r} is not a local file or folder, and as a hub {kind} id it cannot be fetched: {why}. "
-                            f"Check the name, or {local_hint}.")
 
 # %% ../nbs/00_corpora.ipynb #411562c7
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "__pycache__", "turtledemo", "ensurepip", "tkinter"}

@@ -32,7 +32,7 @@ def _print_table(table):
 def run_compare(cfg, ks, archs, es=None, resume=True, progress=True):
     "Train every architecture at every k (and e) on shared data; returns (results, table, report path)."
     # imported here, so that the command line's --help, which imports this module, stays free of torch
-    from scale_sae.runs import holding_lock
+    from scale_sae.locks import holding_lock
     locked = holding_lock(lambda cfg, **_: Path(cfg.out_dir) / ".lock")(_compare)  # one compare per --out at a time
     return locked(cfg, ks, archs, es, resume=resume, progress=progress)
 

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .corpora import _python_docs_texts, require_hub
+from .corpora import _python_docs_texts
+from .hub import require_hub
 
 # %% auto #0
 __all__ = ['NAMED_LMS', 'TINY_LM_VERSION', 'TINY_LM_RECIPE', 'SMOLLM2_GGUF', 'SMOLLM2_HUB_ID', 'load_lm', 'tiny_lm',

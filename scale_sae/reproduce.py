@@ -12,7 +12,8 @@ import torch
 from .corpora import sized
 from .experiment import _trained
 from .metrics import latent_frequency
-from .runs import PRESETS, _write_json, prepare_data, result_settings, run_lock
+from .locks import run_lock
+from .runs import PRESETS, _write_json, prepare_data, result_settings
 
 # %% auto #0
 __all__ = ['PAPER_SWITCH', 'AUTHORS_SWITCH', 'ABLATION', 'TOPK_STEPS', 'ablation_name', 'reproduce_plan', 'reproduce_presets',

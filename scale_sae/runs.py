@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'RESUMABLE_CHANGES', 'RunData', 'resolve_device', 'load_run_model', 'load_run_corpus', 'activations_of',
-           'activation_cache', 'prepare_data', 'cached', 'synthetic_data', 'RunLockedError', 'run_lock', 'holding_lock',
-           'check_buildable', 'check_ctx_len', 'check_layer', 'check_fits', 'result_settings', 'reusable_metrics',
-           'check_run_dir', 'build_sae', 'seed_everything', 'json_safe', 'train_run', 'check_world_size',
-           'init_data_parallel', 'process_0_first']
+           'activation_cache', 'prepare_data', 'cached', 'synthetic_data', 'check_buildable', 'check_ctx_len',
+           'check_layer', 'check_fits', 'result_settings', 'reusable_metrics', 'check_run_dir', 'build_sae',
+           'seed_everything', 'json_safe', 'train_run', 'RunLockedError', 'holding_lock', 'run_lock',
+           'check_world_size', 'init_data_parallel', 'process_0_first']
 
 # %% ../nbs/05b_runs.ipynb #9aac9e08
 import dataclasses, json, math, os, random, shutil
@@ -26,12 +26,16 @@ from .synthetic import SyntheticData
 from .trainer import Trainer, process_rank
 
 # %% ../nbs/05b_runs.ipynb #9aa089a4
-import functools, inspect, socket, sys, time, typing
-from contextlib import contextmanager
+import typing
 from .config import ARCHITECTURES, AUTOCAST_DTYPES, COMPARE_KS, FIELD_HELP, PRESETS
 from .config import RunConfig, check_config, default_preset
 from .trainer import load_checkpoint, previous_checkpoint
 from .files import _write_atomic
+
+# %% ../nbs/05b_runs.ipynb #05bmv001
+from .locks import RunLockedError, holding_lock, run_lock
+from .distributed import _from_process_0, check_world_size, init_data_parallel, process_0_first
+_all_ = ["RunLockedError", "holding_lock", "run_lock", "check_world_size", "init_data_parallel", "process_0_first"]
 
 # %% ../nbs/05b_runs.ipynb #c26a5a18
 @dataclass
@@ -166,72 +170,7 @@ def synthetic_data(cfg, d_in=64, n_features=1024, n_eval=4096, **kwargs) -> RunD
     return RunData(lambda: source.batches(cfg.batch_size, seed=cfg.seed), d_in, eval_x,
                    true_features=source.features)
 
-# %% ../nbs/05b_runs.ipynb #c8af1dee
-class RunLockedError(RuntimeError):
-    "Another live process holds the lock of the output being written."
-
-def _read_lock(path):
-    "The holder written in the lock file `path`; None while it is being written; a lock of another kind is refused."
-    try: holder = json.loads(Path(path).read_text())
-    except (FileNotFoundError, ValueError, UnicodeDecodeError): return None
-    if not (isinstance(holder, dict) and isinstance(holder.get("pid"), int) and isinstance(holder.get("host"), str)):
-        raise ValueError(f"{path} is not a lock this package wrote ({str(holder)[:80]}): if no run is writing to "
-                         f"{Path(path).parent}, delete it")
-    return holder
-
-def _release_stale(lock_path, holder):
-    "Remove the lock file if it still holds `holder`; a fresh lock that replaced it meanwhile is put back."
-    grabbed = lock_path.with_name(f"{lock_path.name}.stale-{os.getpid()}")
-    try: os.rename(lock_path, grabbed)
-    except FileNotFoundError: return
-    try: same = _read_lock(grabbed) == holder
-    except ValueError: same = False
-    if not same:
-        try: os.link(grabbed, lock_path)
-        except FileExistsError: pass
-    grabbed.unlink(missing_ok=True)
-
-@contextmanager
-def run_lock(lock_path):
-    """Hold the lock file `lock_path` for the duration of the `with` block. A lock held by a live process raises
-    `RunLockedError` naming it; one left by a process that no longer runs on this host is taken over."""
-    from scale_sae.files import _pid_alive
-    lock_path = Path(lock_path); lock_path.parent.mkdir(parents=True, exist_ok=True)
-    me = dict(pid=os.getpid(), host=socket.gethostname(), since=time.strftime("%Y-%m-%d %H:%M:%S"),
-              command=" ".join(sys.argv)[:300])
-    while True:
-        try: fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _read_lock(lock_path)
-            if holder is None:  # being written this instant, or left empty by a writer killed right after creating it
-                if lock_path.exists() and time.time() - lock_path.stat().st_mtime > 5: lock_path.unlink(missing_ok=True)
-                time.sleep(0.05); continue
-            if holder.get("host") == me["host"] and holder.get("pid") != me["pid"] and not _pid_alive(holder.get("pid", 0)):
-                _release_stale(lock_path, holder); continue
-            raise RunLockedError(
-                f"{lock_path.parent} is being written by another run: pid {holder.get('pid')} on {holder.get('host')}, "
-                f"since {holder.get('since')} ({holder.get('command')}). Wait for it to finish or write to another "
-                f"out_dir (--out); if that process is gone, delete {lock_path}")
-        with os.fdopen(fd, "w") as f: f.write(json.dumps(me))
-        break
-    try: yield lock_path
-    finally:
-        if _read_lock(lock_path) == me: lock_path.unlink(missing_ok=True)
-
 # %% ../nbs/05b_runs.ipynb #e933e762
-def holding_lock(lock_of):
-    "Decorator: call the function while holding `run_lock(lock_of(**its arguments))`."
-    def wrap(fn):
-        sig = inspect.signature(fn)
-        @functools.wraps(fn)
-        def locked(*args, **kwargs):
-            # under torchrun, process 0 holds the lock for every process of the run
-            if process_rank()[0] != 0: return fn(*args, **kwargs)
-            bound = sig.bind(*args, **kwargs); bound.apply_defaults()
-            with run_lock(lock_of(**bound.arguments)): return fn(*args, **kwargs)
-        return locked
-    return wrap
-
 def check_buildable(arch, cfg, **kwargs):
     "Build the `arch` SAE of `cfg` on the meta device (no memory, no data): a bad size fails before any work."
     with torch.device("meta"): build_sae(arch, cfg, 8, **kwargs)
@@ -436,63 +375,3 @@ def train_run(cfg, arch, resume=True, data=None, name=None, until=None, progress
     sae.save(path / "sae")
     if final_eval: result["metrics"] = _final_metrics(trainer, cfg, arch, data, eval_x, path, settings)
     return result
-
-# %% ../nbs/05b_runs.ipynb #775e3fb2
-import atexit, threading, time
-from contextlib import contextmanager
-from datetime import timedelta
-import torch.distributed as dist
-
-# %% ../nbs/05b_runs.ipynb #2927de87
-def check_world_size(cfg, world_size: int):
-    "Raise, naming the fix, when `cfg` cannot be trained by `world_size` processes; called before any work."
-    if cfg.batch_size % world_size:
-        below = cfg.batch_size // world_size * world_size
-        raise ValueError(f"batch_size={cfg.batch_size} does not split evenly over {world_size} processes: pass a "
-                         f"multiple of {world_size}, e.g. --batch-size {below or world_size} or {below + world_size}")
-
-def init_data_parallel(device=None, timeout_s: float = 1800):
-    """Join the processes `torchrun` started and return (rank, world size); (0, 1) when not started by torchrun.
-    Backend nccl on GPUs (each process on the GPU of its local rank), gloo on the CPU; a collective that waits
-    longer than `timeout_s` seconds raises."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1: return 0, 1
-    if dist.is_initialized(): return process_rank()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        if local >= torch.cuda.device_count():
-            raise ValueError(f"process {local} of this machine has no GPU of its own ({torch.cuda.device_count()} "
-                             f"visible): start at most that many with --nproc_per_node, or pass --device cpu")
-        torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
-    # A process group still alive when the interpreter shuts down can abort the process (SIGABRT from gloo's worker
-    # threads) after all its work succeeded; leaving it while Python is whole makes the exit clean.
-    atexit.register(_leave_process_group)
-    if "TORCHELASTIC_RUN_ID" in os.environ: _stop_with_launcher()
-    return dist.get_rank(), dist.get_world_size()
-
-def _leave_process_group():
-    if dist.is_initialized(): dist.destroy_process_group()
-
-def _stop_with_launcher(poll_s=1.0):
-    "Exit when the torchrun agent that started this process is gone (torchrun starts each worker in its own session)."
-    parent = os.getppid()
-    def watch():
-        while os.getppid() == parent: time.sleep(poll_s)
-        os._exit(1)
-    threading.Thread(target=watch, daemon=True, name="stop-with-launcher").start()
-
-@contextmanager
-def process_0_first():
-    "Run the body in process 0 first and then in the others: process 0 downloads and builds what they all read."
-    rank, world = process_rank()
-    if world > 1 and rank > 0: dist.barrier()
-    yield
-    if world > 1 and rank == 0: dist.barrier()
-
-def _from_process_0(obj):
-    "Process 0's `obj` (say a checkpoint it read), in every process."
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

@@ -375,7 +375,7 @@ def data_parallel(self, group=None):
     Call it in every process before `fit` (after `load_state_dict` when resuming); the weights start as process 0's."""
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError("data_parallel needs torch.distributed: launch the processes with torchrun and call "
-                           "torch.distributed.init_process_group (or scale_sae.runs.init_data_parallel) first")
+                           "torch.distributed.init_process_group (or scale_sae.distributed.init_data_parallel) first")
     group = group or dist.group.WORLD
     self.dp_group = self.sae.dp_group = group
     with torch.no_grad():
