@@ -333,11 +333,16 @@ def main(argv=None):
     """Entry point of the `scale-sae` command: `run_command`, with any error as one line on stderr and exit status 1
     (set SCALE_SAE_TRACEBACK=1 for the traceback)."""
     import os
-    try: return run_command(argv)
+    try: code = run_command(argv)
     except Exception as err:  # errors of every library used (torch, safetensors, datasets) end the same way
         if os.environ.get("SCALE_SAE_TRACEBACK"): raise
         print(f"scale-sae: error: {_one_line(err)}", file=sys.stderr)
-        return 1
+        code = 1
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        from scale_sae.distributed import exit_process
+        exit_process(code)  # a process of a torchrun launch ends here, without the interpreter's teardown (appendix A7)
+    return code
 
 # %% ../nbs/A1_cli.ipynb #961a0aa3
 #| eval: false
