@@ -37,7 +37,8 @@ def init_data_parallel(device=None, timeout_s: float = 1800):
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
     # A process group still alive when the interpreter shuts down can abort the process (SIGABRT from gloo's worker
-    # threads) after all its work succeeded; leaving it while Python is whole makes the exit clean.
+    # threads) after all its work succeeded; leaving it while Python is whole makes that rarer, and `exit_process`
+    # (below), which skips the teardown, rules it out.
     atexit.register(_leave_process_group)
     if "TORCHELASTIC_RUN_ID" in os.environ: _stop_with_launcher()
     return dist.get_rank(), dist.get_world_size()

@@ -9,6 +9,7 @@ __all__ = ['RunLockedError', 'run_lock', 'holding_lock']
 import functools, inspect, json, os, socket, sys, time
 from contextlib import contextmanager
 from pathlib import Path
+from .files import _pid_alive
 from .trainer import process_rank
 
 # %% ../nbs/A6_locks.ipynb #a6000009
@@ -41,7 +42,6 @@ def _release_stale(lock_path, holder):
 def run_lock(lock_path):
     """Hold the lock file `lock_path` for the duration of the `with` block. A lock held by a live process raises
     `RunLockedError` naming it; one left by a process that no longer runs on this host is taken over."""
-    from scale_sae.files import _pid_alive
     lock_path = Path(lock_path); lock_path.parent.mkdir(parents=True, exist_ok=True)
     me = dict(pid=os.getpid(), host=socket.gethostname(), since=time.strftime("%Y-%m-%d %H:%M:%S"),
               command=" ".join(sys.argv)[:300])
